@@ -1,0 +1,6 @@
+"""Super-resolution networks: one file per architecture."""
+
+from faig_lightning.nets.msrresnet import MSRResNet
+from faig_lightning.nets.srcnn_style import SRCNNStyle
+
+__all__ = ["MSRResNet", "SRCNNStyle"]
