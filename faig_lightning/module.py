@@ -1,0 +1,98 @@
+"""One LightningModule for both FAIG stages: the clean baseline and the degradation-aware target."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from pytorch_lightning.loggers import WandbLogger
+
+from faig_lightning.degradations import DegradationPipeline
+from faig_lightning.metrics import psnr_per_image, ssim_per_image
+
+STAGES = ("baseline", "target")
+
+
+class SRModule(pl.LightningModule):
+    """Trains an SR net with L1 on HR crops degraded on device; validates on every paired eval degradation.
+
+    All constructor arguments are plain values (dicts, lists, numbers, strings) so checkpoints load under
+    ``torch.load(weights_only=True)``. ``net`` is a Hydra spec (``_target_`` + kwargs) of the network.
+    """
+
+    def __init__(
+        self,
+        net: Mapping[str, Any],
+        degradation: Mapping[str, Any],
+        stage: str = "baseline",
+        lr: float = 2e-4,
+        betas: Sequence[float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        scheduler_period: int = 250_000,
+        eta_min: float = 1e-7,
+        crop_border: int | None = None,
+        test_y_channel: bool = False,
+        log_images: bool = True,
+        baseline_ckpt: str | None = None,
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.save_hyperparameters()
+        self.net = instantiate(dict(net))
+        self.scale = int(self.net.scale)
+        self.degrade = DegradationPipeline(**dict(degradation))
+        self.crop_border = self.scale if crop_border is None else int(crop_border)
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        return self.net(lq)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Degrade training HR crops on the training device (not in loader workers)."""
+        if self.trainer is not None and self.trainer.training and isinstance(batch, torch.Tensor):
+            lq, labels = self.degrade(batch)
+            return {"lq": lq, "gt": batch, "labels": labels}
+        return batch
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = F.l1_loss(self.net(batch["lq"]), batch["gt"])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        gt = batch["gt"]
+        psnrs = []
+        for name, lq in batch["lq"].items():
+            out = self.net(lq)
+            psnr = psnr_per_image(out, gt, self.crop_border, self.hparams.test_y_channel)
+            ssim = ssim_per_image(out, gt, self.crop_border, self.hparams.test_y_channel)
+            psnrs.append(psnr)
+            n = gt.shape[0]
+            self.log(f"val/psnr/{name}", psnr.mean(), batch_size=n, sync_dist=True)
+            self.log(f"val/ssim/{name}", ssim.mean(), batch_size=n, sync_dist=True)
+            if batch_idx == 0 and self.hparams.log_images:
+                self._log_panel(name, lq[0], out[0], gt[0])
+        self.log("val/psnr/mean", torch.stack(psnrs).mean(), batch_size=gt.shape[0], sync_dist=True,
+                 prog_bar=True)
+
+    def _log_panel(self, name: str, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> None:
+        """input (nearest-upsampled) | output | GT, logged to W&B when it is the logger."""
+        if not isinstance(self.logger, WandbLogger) or self.global_rank != 0:
+            return
+        up = F.interpolate(lq[None], size=gt.shape[-2:], mode="nearest")[0]
+        panel = torch.cat([up, out.clamp(0, 1), gt], dim=-1)
+        self.logger.log_image(key=f"val/panel/{name}", images=[panel.float().cpu()],
+                              caption=[f"{name}: input | output | GT"], step=self.global_step)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Adam (BasicSR's betas) with cosine annealing restarts every ``scheduler_period`` iterations."""
+        hp = self.hparams
+        opt = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(hp.scheduler_period),
+                                                                     eta_min=hp.eta_min)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
