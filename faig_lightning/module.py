@@ -47,9 +47,13 @@ class SRModule(pl.LightningModule):
         self.scale = int(self.net.scale)
         self.degrade = DegradationPipeline(**dict(degradation))
         self.crop_border = self.scale if crop_border is None else int(crop_border)
+        self.start_step = 0
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         return self.net(lq)
+
+    def on_train_start(self) -> None:
+        self.start_step = self.global_step  # > 0 when resumed from a checkpoint
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Degrade training HR crops on the training device (not in loader workers)."""

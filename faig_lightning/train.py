@@ -77,6 +77,7 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path, job: str, group: str,
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         summary = {
             "stage": stage,
+            "start_step": module.start_step,
             "global_step": trainer.global_step,
             "monitor": scfg.monitor,
             "best_score": _item(trainer.checkpoint_callback.best_model_score),

@@ -1,0 +1,106 @@
+"""End-to-end `faig-train` runs on a tiny config: both stages, multirun, resume, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from faig_lightning.checkpoints import load_weights
+from faig_lightning.nets import MSRResNet
+
+TINY = [
+    "model=srresnet_small", "model.num_feat=4", "model.num_block=1",
+    "data.batch_size=2", "data.gt_size=16", "data.eval.photos=[chelsea]",
+    "baseline.max_steps=4", "baseline.val_every=2", "target.max_steps=4", "target.val_every=2",
+    "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "eval.log_images=false",
+]
+
+
+def faig_train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True):
+    env = {**os.environ, "WANDB_MODE": "offline", "FAIG_CACHE_DIR": str(tmp_path / "cache"),
+           "FAIG_OUTPUT_DIR": str(tmp_path / "outputs"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "faig_lightning.train", *(["-m"] if multirun else []), *TINY, *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"faig-train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.mark.slow
+def test_both_stages_one_run_folder(tmp_path):
+    run = tmp_path / "run"
+    faig_train(tmp_path, "stage=both", "logger=wandb", f"hydra.run.dir={run}")
+    for stage in ("baseline", "target"):
+        summary = json.loads((run / stage / "summary.json").read_text())
+        assert summary["global_step"] == 4
+        assert (run / stage / "checkpoints" / "last.ckpt").is_file()
+        pth = torch.load(run / stage / "net_g.pth", weights_only=True)
+        assert set(pth) == {"params", "params_ema"}
+        assert any(not torch.equal(pth["params"][k], pth["params_ema"][k]) for k in pth["params"])  # EMA differs
+        net = load_weights(MSRResNet(scale=2, num_feat=4, num_block=1), run / stage / "net_g.pth")
+        assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+        assert {"val/psnr/clean", "val/psnr/blur", "val/psnr/noise", "val/ssim/noise"} <= set(summary["final_metrics"])
+    # the target started from the baseline: its hyper-parameters name the baseline checkpoint
+    ckpt = torch.load(run / "target" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["baseline_ckpt"].endswith("baseline/checkpoints/last.ckpt")
+    assert ckpt["hyper_parameters"]["net"]["_target_"] == "faig_lightning.nets.MSRResNet"
+    runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # one W&B run per stage
+
+
+@pytest.mark.slow
+def test_multirun_over_blur_sigma_gives_separate_wandb_runs(tmp_path):
+    base = tmp_path / "base"
+    faig_train(tmp_path, "stage=baseline", "logger=none", f"hydra.run.dir={base}")
+    sweep = tmp_path / "sweep"
+    faig_train(tmp_path, "stage=target", f"baseline_ckpt={base}/baseline/net_g.pth", "logger=wandb",
+               "degradation.blur.sigma=1.0,3.0", f"hydra.sweep.dir={sweep}", multirun=True)
+    sigmas = []
+    for job in ("0", "1"):
+        assert (sweep / job / "target" / "net_g.pth").is_file()
+        (wb_run,) = (sweep / job / "wandb").glob("offline-run-*")
+        config = yaml.safe_load((wb_run / "files" / "config.yaml").read_text())
+        sigmas.append(config["degradation"]["value"]["blur"]["sigma"])
+    assert sigmas == [1.0, 3.0]
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_last_ckpt(tmp_path):
+    run = tmp_path / "run"
+    faig_train(tmp_path, "stage=baseline", "logger=none", f"hydra.run.dir={run}")
+    proc = faig_train(tmp_path, "stage=baseline", "logger=none", f"hydra.run.dir={run}", "baseline.max_steps=8")
+    summary = json.loads((run / "baseline" / "summary.json").read_text())
+    assert summary["start_step"] == 4 and summary["global_step"] == 8, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    run = tmp_path / "run"
+    faig_train(tmp_path, "stage=baseline", "logger=csv", "trainer=ddp", "trainer.accelerator=cpu",
+               "trainer.devices=2", f"hydra.run.dir={run}")
+    summary = json.loads((run / "baseline" / "summary.json").read_text())
+    assert summary["global_step"] == 4
+    assert (run / "baseline" / "net_g.pth").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["stage=target"], "stage=target needs baseline_ckpt"),
+        (["stage=target", "baseline_ckpt=/nonexistent/net_g.pth"], "checkpoint not found: /nonexistent/net_g.pth"),
+        (["degradation.noise.prob=1.5"], "prob"),
+        (["data.gt_size=15"], "gt_size"),
+    ],
+)
+def test_bad_input_one_clear_message(tmp_path, overrides, message):
+    proc = faig_train(tmp_path, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *overrides, check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("faig-train: error:") and message in last, proc.stderr[-3000:]
