@@ -252,7 +252,7 @@ class DegradationPipeline(torch.nn.Module):
         params = {}
         for name, op, integer in (("blur", self.blur, False), ("noise", self.noise, False), ("jpeg", self.jpeg, True)):
             params[name], params[f"{name}_value"] = draw(op, integer)
-        lr = self._apply(x, params, generator)
+        lr = self._degrade(x, params, generator)
         labels = {
             "blur": params["blur"],
             "blur_sigma": params["blur_value"] * params["blur"],
@@ -275,10 +275,10 @@ class DegradationPipeline(torch.nn.Module):
             on = op is not None and op.prob > 0
             params[name] = torch.full((b,), on, dtype=torch.bool, device=device)
             params[f"{name}_value"] = torch.full((b,), op.mid if on else 0.0, dtype=dtype, device=device)
-        lr = self._apply(x, params, generator)
+        lr = self._degrade(x, params, generator)
         return lr[0] if hr.dim() == 3 else lr
 
-    def _apply(self, x: torch.Tensor, p: dict[str, torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
+    def _degrade(self, x: torch.Tensor, p: dict[str, torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
         """Run the chain on the whole batch; an op's result is kept only where its per-sample mask is set.
 
         Masked selection (rather than indexing the firing subset) keeps the step free of host-device syncs.

@@ -43,7 +43,10 @@ def _callbacks(cfg: DictConfig, stage: str, stage_dir: Path, baseline_ckpt: str 
     callbacks: list[Callback] = [
         EMAWeightAveraging(decay=scfg.ema_decay),
         ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg.monitor,
-                        mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False),
+                        mode="max", save_top_k=1, auto_insert_metric_name=False),
+        # the latest state after every validation, whether or not it is the best: what a restart resumes from
+        ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                        enable_version_counter=False),
     ]
     if stage == "target" and cfg.get("attribution") and cfg.attribution.get("enabled", False):
         callbacks.append(instantiate(cfg.attribution.callback, baseline_ckpt=baseline_ckpt, out_dir=str(stage_dir)))
@@ -65,7 +68,7 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path, job: str, group: str,
                       log_images=cfg.eval.log_images, baseline_ckpt=baseline_ckpt)
     if baseline_ckpt:
         load_weights(module.net, baseline_ckpt, key="ema")
-    datamodule = instantiate(cfg.data, scale=module.scale, iters_per_epoch=scfg.val_every)
+    datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg.val_every)
     logger = loggers.build_logger(_plain(cfg.logger), str(run_dir), f"{job}-{stage}", group, _plain(cfg))
     try:
         trainer: pl.Trainer = instantiate(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.nets import MSRResNet
@@ -21,6 +20,15 @@ TINY = [
     "baseline.max_steps=4", "baseline.val_every=2", "target.max_steps=4", "target.val_every=2",
     "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "eval.log_images=false",
 ]
+
+
+def wandb_config_value(run_dir: Path, key: str) -> object:
+    """A top-level config value of an offline W&B run, read from its protobuf log (JSON-encoded values)."""
+    (log,) = run_dir.glob("*.wandb")
+    data = log.read_bytes()
+    tag = bytes([len(key)]) + key.encode()  # protobuf string field: length byte + key
+    start = data.index(b"{", data.index(tag))
+    return json.JSONDecoder().raw_decode(data[start:].decode("utf-8", "replace"))[0]
 
 
 def faig_train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True):
@@ -66,8 +74,7 @@ def test_multirun_over_blur_sigma_gives_separate_wandb_runs(tmp_path):
     for job in ("0", "1"):
         assert (sweep / job / "target" / "net_g.pth").is_file()
         (wb_run,) = (sweep / job / "wandb").glob("offline-run-*")
-        config = yaml.safe_load((wb_run / "files" / "config.yaml").read_text())
-        sigmas.append(config["degradation"]["value"]["blur"]["sigma"])
+        sigmas.append(wandb_config_value(wb_run, "degradation")["blur"]["sigma"])
     assert sigmas == [1.0, 3.0]
 
 
