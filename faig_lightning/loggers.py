@@ -55,7 +55,9 @@ def resolve_wandb_mode(requested: str | None = None) -> str:
     if mode == "dryrun":
         return "offline"
     if mode not in WANDB_MODES:
-        raise FaigError(f"unknown W&B mode {mode!r} (from WANDB_MODE or logger.mode) — use one of {WANDB_MODES} or auto")
+        raise FaigError(
+            f"unknown W&B mode {mode!r} (from WANDB_MODE or logger.mode) — use one of {WANDB_MODES} or auto"
+        )
     return mode
 
 

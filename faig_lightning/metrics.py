@@ -26,16 +26,16 @@ def _prepare(pred: torch.Tensor, gt: torch.Tensor, crop_border: int, y_channel: 
         gt = gt[..., crop_border:-crop_border, crop_border:-crop_border]
     if y_channel:
         pred, gt = rgb_to_y(pred), rgb_to_y(gt)
-    return pred.double(), gt.double()
+    return pred, gt
 
 
 def psnr_per_image(pred: torch.Tensor, gt: torch.Tensor, crop_border: int = 0, y_channel: bool = False) -> torch.Tensor:
     """PSNR in dB of each image of a (B, 3, H, W) batch, data range 1."""
     p, g = _prepare(pred, gt, crop_border, y_channel)
-    return peak_signal_noise_ratio(p, g, data_range=1.0, reduction="none", dim=(1, 2, 3)).float()
+    return peak_signal_noise_ratio(p.double(), g.double(), data_range=1.0, reduction="none", dim=(1, 2, 3)).float()
 
 
 def ssim_per_image(pred: torch.Tensor, gt: torch.Tensor, crop_border: int = 0, y_channel: bool = False) -> torch.Tensor:
     """SSIM (Gaussian window 11, σ 1.5) of each image of a (B, 3, H, W) batch, data range 1."""
     p, g = _prepare(pred, gt, crop_border, y_channel)
-    return structural_similarity_index_measure(p, g, data_range=1.0, reduction="none").float()
+    return structural_similarity_index_measure(p.float(), g.float(), data_range=1.0, reduction="none")

@@ -13,20 +13,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
+from faig_lightning.callbacks import AttributionCallback
 from faig_lightning.checkpoints import export_basicsr, load_weights
+from faig_lightning.config import CONF_DIR, engine_settings, plain
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def _run_names() -> tuple[Path, str, str]:
@@ -48,8 +44,9 @@ def _callbacks(cfg: DictConfig, stage: str, stage_dir: Path, baseline_ckpt: str 
         ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                         enable_version_counter=False),
     ]
-    if stage == "target" and cfg.get("attribution") and cfg.attribution.get("enabled", False):
-        callbacks.append(instantiate(cfg.attribution.callback, baseline_ckpt=baseline_ckpt, out_dir=str(stage_dir)))
+    if stage == "target" and cfg.attribution.enabled:
+        callbacks.append(AttributionCallback(engine_settings(cfg.attribution), baseline_ckpt, str(stage_dir.parent),
+                                             panel_proportion=cfg.attribution.panel_proportion))
     return callbacks
 
 
@@ -62,14 +59,14 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path, job: str, group: str,
     if stage == "target" and not baseline_ckpt:
         raise FaigError("stage=target needs baseline_ckpt=PATH (a baseline net_g.pth, .ckpt or BasicSR .pth) — "
                         "or run stage=both to train the baseline first")
-    module = SRModule(net=_plain(cfg.model), degradation=_plain(degradation), stage=stage, lr=scfg.lr,
+    module = SRModule(net=plain(cfg.model), degradation=plain(degradation), stage=stage, lr=scfg.lr,
                       betas=list(scfg.betas), weight_decay=scfg.weight_decay, scheduler_period=scfg.scheduler_period,
                       eta_min=scfg.eta_min, crop_border=cfg.eval.crop_border, test_y_channel=cfg.eval.y_channel,
                       log_images=cfg.eval.log_images, baseline_ckpt=baseline_ckpt)
     if baseline_ckpt:
         load_weights(module.net, baseline_ckpt, key="ema")
     datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg.val_every)
-    logger = loggers.build_logger(_plain(cfg.logger), str(run_dir), f"{job}-{stage}", group, _plain(cfg))
+    logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}", group, plain(cfg))
     try:
         trainer: pl.Trainer = instantiate(
             cfg.trainer, max_steps=scfg.max_steps, logger=logger if logger is not None else False,

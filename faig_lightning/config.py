@@ -1,0 +1,26 @@
+"""Helpers between Hydra configs and plain Python: the config folder, plain containers, engine settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+"""The repository's ``conf/`` folder (the package is installed in editable mode)."""
+
+ENGINE_KEYS = ("methods", "degradations", "rule", "steps", "tol", "proportions", "seed", "ig_variant", "channel",
+               "max_batch", "device")
+"""Keys of an ``attribution`` config node that are keyword arguments of ``run_attribution``."""
+
+
+def plain(cfg: Any) -> Any:
+    """A resolved plain ``dict``/``list`` for OmegaConf containers; anything else unchanged."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig | ListConfig) else cfg
+
+
+def engine_settings(attribution: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``run_attribution`` from an ``attribution`` config node."""
+    node = plain(attribution)
+    return {k: node[k] for k in ENGINE_KEYS if k in node}

@@ -1,0 +1,79 @@
+"""Turn any GT folder into a paired evaluation set on disk: ``GTmod{scale}/``, ``clean/``, ``blur/``, ``noise/``.
+
+The official ``generate_lr.py`` wrote only the blur and noise inputs (unseeded noise); this also writes the clean
+LR set the IG baseline needs, with seeded noise (image ``i`` in name order uses ``seed + i``), every file a PNG
+named after its GT's stem. Output goes to a temporary folder renamed to ``out_dir`` when complete. The result is
+identical to what ``build_eval_set(gt_dir=...)`` generates and caches for the same arguments.
+
+Usage::
+
+    python -m faig_lightning.data.make_eval_set gt_dir=datasets/Set14/GTmod12 out_dir=datasets/Set14_faig \\
+        scale=2 downsample=bilinear blur_sigma=2 blur_kernel_size=21 noise_sigma=0.1 seed=0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from faig_lightning.data.cli_args import REQUIRED, run_cli
+from faig_lightning.data.eval_set import images_by_name, write_eval_set
+from faig_lightning.errors import FaigError
+
+OVERRIDE_PREFIX = "data.eval."
+"""Config path of ``SRDataModule``'s ``eval`` argument in ``conf/train.yaml`` (used in the printed overrides)."""
+
+
+def make_eval_set(
+    gt_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    scale: int = 2,
+    downsample: str = "bilinear",
+    blur_sigma: float = 2.0,
+    blur_kernel_size: int = 21,
+    noise_sigma: float = 0.1,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write the four folders and print the Hydra overrides that evaluate on them; returns their paths."""
+    if not isinstance(blur_kernel_size, int) or isinstance(blur_kernel_size, bool):
+        raise FaigError(f"blur_kernel_size must be an odd int such as 21, got {blur_kernel_size!r}")
+    degradations = {
+        "clean": {},
+        "blur": {"blur": {"kernel_size": blur_kernel_size, "sigma": float(blur_sigma)}},
+        "noise": {"noise": {"sigma": float(noise_sigma)}},
+    }
+    gt_folder = f"GTmod{scale}"
+    out = write_eval_set(images_by_name(gt_dir), degradations, scale, downsample, seed, out_dir, gt_folder=gt_folder)
+    folders = {"gt": out / gt_folder, **{deg: out / deg for deg in degradations}}
+    print(f"wrote a paired x{scale} evaluation set to {out}: {', '.join(p.name for p in folders.values())}")
+    print(f"evaluate on it (at scale {scale}) with these overrides:")
+    print("  " + " ".join([*hydra_overrides(folders), f"scale={scale}"]))
+    return folders
+
+
+def hydra_overrides(folders: dict[str, Path]) -> list[str]:
+    """Shell-quoted Hydra overrides pointing the eval config at ``folders`` (``++`` works whether
+    ``degraded_dirs`` is null, empty or already set)."""
+    gt = f"\"{OVERRIDE_PREFIX}gt_dir='{folders['gt'].resolve()}'\""
+    lq = [f"\"++{OVERRIDE_PREFIX}degraded_dirs.{deg}='{p.resolve()}'\"" for deg, p in folders.items() if deg != "gt"]
+    return [gt, *lq]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``key=value`` arguments)."""
+    defaults = {
+        "gt_dir": REQUIRED,
+        "out_dir": REQUIRED,
+        "scale": 2,
+        "downsample": "bilinear",
+        "blur_sigma": 2.0,
+        "blur_kernel_size": 21,
+        "noise_sigma": 0.1,
+        "seed": 0,
+    }
+    return run_cli("faig_lightning.data.make_eval_set", __doc__ or "", defaults, make_eval_set, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Training set: random HR crops with flip / 90-degree rotation augmentation (LR synthesis happens on device)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from faig_lightning.data.images import read_image_raw, to_tensor
+from faig_lightning.errors import FaigError
+
+
+def augment(img: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
+    """BasicSR-style augmentation of an HWC array: horizontal flip, vertical flip, then H/W transpose (views)."""
+    if hflip:
+        img = img[:, ::-1]
+    if vflip:
+        img = img[::-1]
+    if transpose:
+        img = img.transpose(1, 0, 2)
+    return img
+
+
+def _too_small(name: str, h: int, w: int, gt_size: int) -> FaigError:
+    return FaigError(
+        f"training image '{name}' is {h}x{w}, smaller than the {gt_size}x{gt_size} HR crop; "
+        f"set a smaller data.gt_size (at most {min(h, w)}) or remove the image"
+    )
+
+
+class HRCropDataset(Dataset):
+    """Random ``gt_size`` x ``gt_size`` HR crops as CHW float32 tensors in [0, 1].
+
+    ``images`` holds in-memory HWC RGB arrays (uint8/uint16/float in [0, 1]) and/or image file paths; paths are
+    read on every item (the norm for 480x480 DIV2K sub-images; cut big images with ``subimages`` first).
+    Item ``i`` crops image ``i % len(images)`` (so a shuffled epoch visits every image equally, like BasicSR's
+    enlarge ratio) at a uniform position, then applies BasicSR's ``augment``: hflip if ``use_flip``, vflip and
+    transpose if ``use_rot`` (each with p=0.5; together the 8 flips/rotations).
+    ``length`` is the epoch size in crops (iterations per epoch x batch size). Randomness comes from torch's RNG
+    of the current process (a seed drawn per item), so ``seed_everything`` and the DataLoader's per-worker seeds
+    make runs reproducible.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray | str | os.PathLike],
+        gt_size: int,
+        length: int,
+        use_flip: bool = True,
+        use_rot: bool = True,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        if not images:
+            raise FaigError("HRCropDataset needs at least one training image")
+        if gt_size < 1 or length < 1:
+            raise FaigError(f"gt_size and length must be positive, got gt_size={gt_size}, length={length}")
+        if names is not None and len(names) != len(images):
+            raise FaigError(f"got {len(names)} names for {len(images)} images; give one name per image")
+        self.images = [img if isinstance(img, np.ndarray) else Path(img) for img in images]
+        self.names = (
+            list(names)
+            if names is not None
+            else [str(img) if isinstance(img, Path) else f"#{i}" for i, img in enumerate(self.images)]
+        )
+        self.gt_size = gt_size
+        self.length = length
+        self.use_flip = use_flip
+        self.use_rot = use_rot
+        for img, name in zip(self.images, self.names, strict=True):
+            if isinstance(img, np.ndarray):
+                if img.ndim != 3 or img.shape[2] != 3:
+                    raise FaigError(f"training image '{name}' must be HWC RGB, got shape {img.shape}")
+                if min(img.shape[:2]) < gt_size:
+                    raise _too_small(name, img.shape[0], img.shape[1], gt_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng(int(torch.randint(0, 2**63 - 1, ()).item()))
+        k = index % len(self.images)
+        src = self.images[k]
+        img = src if isinstance(src, np.ndarray) else read_image_raw(src)
+        h, w = img.shape[:2]
+        g = self.gt_size
+        if h < g or w < g:
+            raise _too_small(self.names[k], h, w, g)
+        top, left = int(rng.integers(h - g + 1)), int(rng.integers(w - g + 1))
+        flips = rng.random(3) < 0.5
+        crop = augment(
+            img[top : top + g, left : left + g],
+            hflip=self.use_flip and bool(flips[0]),
+            vflip=self.use_rot and bool(flips[1]),
+            transpose=self.use_rot and bool(flips[2]),
+        )
+        return to_tensor(crop)
