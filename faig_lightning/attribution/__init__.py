@@ -1,0 +1,50 @@
+"""Plain-torch attribution engine: FAIG, its baselines, masking and metrics (no Lightning, no Hydra).
+
+Typical use::
+
+    from faig_lightning.attribution import run_attribution, write_results
+    result = run_attribution(baseline, target, eval_set, scale=2)
+    write_results(result, "outputs/attribution")
+"""
+
+from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
+from faig_lightning.attribution.engine import METHODS, AttributionResult, MaskingRow, run_attribution
+from faig_lightning.attribution.evalset import EvalItem
+from faig_lightning.attribution.faig import Completeness, FaigResult, compute_faig, discriminative_scores
+from faig_lightning.attribution.filters import ConvLayer, FilterIndex, ranking
+from faig_lightning.attribution.masking import FilterMasker
+from faig_lightning.attribution.metrics import Evaluator, gradient_map, gradient_mse_x1000, psnr, quantize, ssim
+from faig_lightning.attribution.panels import Figure2Panel, figure2_panel
+from faig_lightning.attribution.quadrature import RULES, quadrature
+from faig_lightning.attribution.report import masking_markdown, write_results
+
+__all__ = [
+    "METHODS",
+    "RULES",
+    "AttributionResult",
+    "Completeness",
+    "ConvLayer",
+    "EvalItem",
+    "Evaluator",
+    "FaigResult",
+    "Figure2Panel",
+    "FilterIndex",
+    "FilterMasker",
+    "MaskingRow",
+    "abs_filter_change",
+    "compute_faig",
+    "compute_ig",
+    "discriminative_scores",
+    "figure2_panel",
+    "gradient_map",
+    "gradient_mse_x1000",
+    "masking_markdown",
+    "psnr",
+    "quadrature",
+    "quantize",
+    "random_scores",
+    "ranking",
+    "run_attribution",
+    "ssim",
+    "write_results",
+]

@@ -1,0 +1,132 @@
+"""The paper's comparison rankings, as the official code computes them (digest §2): IG, |theta - theta_bar|, random."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from faig_lightning.attribution.evalset import EvalItem, size_groups, stack
+from faig_lightning.attribution.faig import Progress, ReduceFn
+from faig_lightning.attribution.filters import FilterIndex
+from faig_lightning.attribution.functional import eval_mode, resolve_device
+from faig_lightning.attribution.validation import (
+    CLEAN,
+    check_choice,
+    check_eval_set,
+    check_finite,
+    check_pair,
+    check_positive_int,
+    require_clean,
+    resolve_degradations,
+)
+
+IG_VARIANTS = ("srresnet", "srcnn")
+
+
+def ig_path(variant: str, steps: int = 100) -> tuple[np.ndarray, float]:
+    """Input-path nodes ``alpha`` (0 = clean LR, 1 = degraded LR) and the divisor of the gradient sum.
+
+    ``srresnet`` (official SRResNet script): ``alpha = s/steps`` for ``s = 0..steps-1``, sum divided by ``steps``.
+    ``srcnn`` (official SRCNN-style script): ``s = 0..steps`` — ``steps + 1`` nodes including both ends — and
+    no division. The two differ by a constant factor and the degraded endpoint, so rankings nearly agree.
+    """
+    check_choice("IG variant", variant, IG_VARIANTS)
+    check_positive_int("IG steps", steps)
+    if variant == "srresnet":
+        return np.arange(steps) / steps, float(steps)
+    return np.arange(steps + 1) / steps, 1.0
+
+
+def default_ig_batch(device: torch.device) -> int:
+    """Input-path nodes per forward/backward call (one weight set, so a plain batch)."""
+    return 4 if device.type == "cpu" else 32
+
+
+def compute_ig(
+    target: nn.Module,
+    eval_set: Sequence[EvalItem],
+    *,
+    scale: int,
+    degradations: Sequence[str] | None = None,
+    variant: str = "srresnet",
+    steps: int = 100,
+    max_batch: int | None = None,
+    device: str | torch.device | None = None,
+    reduce_fn: ReduceFn | None = None,
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """IG scores per degradation: ``sum_n sum_kernel | sum_alpha d(sum F(theta, x_alpha)) / dW | / divisor``.
+
+    Only the TARGET is used; ``x_alpha = clean + alpha (degraded - clean)`` runs in input space from
+    ``item["lq"]["clean"]``; gradients are taken w.r.t. the conv weights; scores are summed over images.
+    Not discriminative: each degradation's ranking only sees its own clean-to-degraded paths.
+    """
+    check_finite(target, "target")
+    available = check_eval_set(eval_set, scale)
+    require_clean(available)
+    degs = resolve_degradations(degradations, available)
+    alphas, divisor = ig_path(variant, steps)
+    dev = resolve_device(device, target)
+    batch = check_positive_int("max_batch", default_ig_batch(dev) if max_batch is None else max_batch)
+    index = FilterIndex.from_model(target)
+    params = {n: p.detach().to(dev) for n, p in target.named_parameters()}
+    buffers = {n: b.detach().to(dev) for n, b in target.named_buffers()}
+    conv_names = index.weight_names
+    sums = torch.zeros(len(degs), len(index), dtype=torch.float64, device=dev)
+    alpha_t = torch.tensor(alphas, device=dev, dtype=next(iter(params.values())).dtype).view(-1, 1, 1, 1)
+    total, done = len(eval_set) * len(degs) * len(alphas), 0
+    with eval_mode(target):
+        for group in size_groups(eval_set):
+            for pos in group:
+                clean = stack(eval_set, [pos], CLEAN, dev, alpha_t.dtype)
+                for di, deg in enumerate(degs):
+                    delta_x = stack(eval_set, [pos], deg, dev, alpha_t.dtype) - clean
+                    acc = [torch.zeros_like(params[n]) for n in conv_names]
+                    for start in range(0, len(alphas), batch):
+                        leaves = {n: params[n].clone().requires_grad_() for n in conv_names}
+                        x = clean + alpha_t[start : start + batch] * delta_x
+                        out = functional_call(target, {**params, **leaves, **buffers}, (x,))
+                        for slot, g in zip(acc, torch.autograd.grad(out.sum(), list(leaves.values())), strict=True):
+                            slot.add_(g)
+                        done += x.shape[0]
+                        if progress is not None:
+                            progress("ig", done, total)
+                    grads = {n: g / divisor for n, g in zip(conv_names, acc, strict=True)}
+                    sums[di] += index.per_filter(grads).to(torch.float64)
+    if reduce_fn is not None:
+        sums = reduce_fn(sums)
+    return {d: sums[i].to(torch.float32).cpu().numpy() for i, d in enumerate(degs)}
+
+
+def abs_filter_change(baseline: nn.Module, target: nn.Module) -> np.ndarray:
+    """``sum_kernel |theta - theta_bar| / sum_kernel |theta_bar|`` per filter (float32, degradation-agnostic).
+
+    Zero-norm baseline filters: the denominator is clamped at 1e-30 (float64), so 0/0 scores 0 and a filter
+    that grew from zero gets a huge finite score and ranks first (the official numpy division gives inf).
+    """
+    check_pair(baseline, target)
+    index = FilterIndex.from_model(target)
+    b_state, t_state = baseline.state_dict(), target.state_dict()
+    change = index.per_filter({n: t_state[n].double() - b_state[n].double() for n in index.weight_names})
+    norm = index.per_filter({n: b_state[n].double() for n in index.weight_names})
+    return (change / norm.clamp_min(1e-30)).to(torch.float32).cpu().numpy()
+
+
+def random_scores(num_filters: int, degradations: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """An independent seeded random permutation per degradation, as scores: descending sort gives it.
+
+    Each degradation's generator is seeded with ``(seed, crc32(name))``, so its permutation does not depend on
+    which other degradations are ranked. (The official permutations are unseeded.)
+    """
+    out = {}
+    for deg in degradations:
+        perm = np.random.default_rng([seed, zlib.crc32(deg.encode())]).permutation(num_filters)
+        scores = np.empty(num_filters, dtype=np.float32)
+        scores[perm] = np.arange(num_filters, 0, -1, dtype=np.float32)
+        out[deg] = scores
+    return out

@@ -1,0 +1,87 @@
+"""Functional views of a network for ``torch.func.functional_call``: the straight parameter path and eval mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
+    """``device`` if given, else the device of ``model``'s first parameter (CPU for a parameter-less model)."""
+    if device is not None:
+        return torch.device(device)
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put ``modules`` in eval mode and restore every submodule's previous ``training`` flag afterwards."""
+    saved = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+class ParameterPath:
+    """The straight path ``theta(alpha) = theta_bar + alpha * (theta - theta_bar)`` of two same-shape nets.
+
+    Every parameter is interpolated (biases too) and so is every floating buffer, as the official code
+    interpolates every state-dict tensor; other buffers are taken from the target. alpha=0 is the baseline.
+    """
+
+    def __init__(self, baseline: nn.Module, target: nn.Module, device: torch.device) -> None:
+        base_params = dict(baseline.named_parameters())
+        base_buffers = dict(baseline.named_buffers())
+        self.base = {n: base_params[n].detach().to(device) for n, _ in target.named_parameters()}
+        self.delta = {n: p.detach().to(device) - self.base[n] for n, p in target.named_parameters()}
+        self.buffer_base: dict[str, torch.Tensor] = {}
+        self.buffer_delta: dict[str, torch.Tensor] = {}
+        self.buffer_fixed: dict[str, torch.Tensor] = {}
+        for n, b in target.named_buffers():
+            if b.is_floating_point():
+                self.buffer_base[n] = base_buffers[n].detach().to(device)
+                self.buffer_delta[n] = b.detach().to(device) - self.buffer_base[n]
+            else:
+                self.buffer_fixed[n] = b.detach().to(device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters."""
+        return next(iter(self.base.values())).dtype
+
+    def params(self, alpha: float) -> dict[str, torch.Tensor]:
+        """Parameters at ``alpha`` as fresh leaf tensors that require grad."""
+        return {n: (self.base[n] + alpha * self.delta[n]).requires_grad_() for n in self.base}
+
+    def stacked_params(self, alphas: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameters at each of ``alphas`` (B,), stacked on a leading dim, as leaf tensors that require grad."""
+        return {n: self._stack(self.base[n], self.delta[n], alphas).requires_grad_() for n in self.base}
+
+    def buffers(self, alpha: float) -> dict[str, torch.Tensor]:
+        """Buffers at ``alpha`` (interpolated floating buffers, fixed others)."""
+        moved = {n: self.buffer_base[n] + alpha * self.buffer_delta[n] for n in self.buffer_base}
+        return {**moved, **self.buffer_fixed}
+
+    def stacked_buffers(self, alphas: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Buffers at each of ``alphas``, stacked on a leading dim (for ``vmap``)."""
+        out = {n: self._stack(self.buffer_base[n], self.buffer_delta[n], alphas) for n in self.buffer_base}
+        for n, b in self.buffer_fixed.items():
+            out[n] = b.expand(len(alphas), *b.shape)
+        return out
+
+    @staticmethod
+    def _stack(base: torch.Tensor, delta: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * base.dim()
+        return base.unsqueeze(0) + alphas.to(base.dtype).view(shape) * delta.unsqueeze(0)
+
+    def endpoint(self, alpha: float) -> dict[str, torch.Tensor]:
+        """Parameters and buffers at ``alpha`` without grad (for plain forward passes)."""
+        return {**{n: self.base[n] + alpha * self.delta[n] for n in self.base}, **self.buffers(alpha)}

@@ -1,0 +1,122 @@
+"""Write an AttributionResult to disk: index files, scores, masking table, curves and a summary, each atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from faig_lightning.atomic import atomic_path, atomic_write_text
+from faig_lightning.attribution.engine import AttributionResult, MaskingRow
+
+MASKING_COLUMNS = [f.name for f in fields(MaskingRow)]
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a name
+        np.save(fh, array)
+
+
+def masking_csv(rows: list[MaskingRow]) -> str:
+    """The masking table as CSV text with a header of ``MASKING_COLUMNS``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MASKING_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    return buffer.getvalue()
+
+
+def masking_markdown(rows: list[MaskingRow]) -> str:
+    """The masking table as a Markdown table (for consoles and notebooks); metrics to 4 significant digits."""
+    lines = ["| " + " | ".join(MASKING_COLUMNS) + " |", "|" + "---|" * len(MASKING_COLUMNS)]
+    for row in rows:
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in asdict(row).values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curves_figure(result: AttributionResult) -> Figure:
+    """Masked PSNR vs proportion: a panel per (masked degradation, input degradation), a line per method.
+
+    The unmasked target's PSNR is the dashed line. A panel is "targeted" when the input carries the degradation
+    whose filters were masked (the PSNR should drop), else "other" (it should stay).
+    """
+    masked = list(dict.fromkeys(r.masked_degradation for r in result.masking))
+    inputs = list(dict.fromkeys(r.input_degradation for r in result.masking))
+    methods = list(dict.fromkeys(r.method for r in result.masking))
+    fig = Figure(figsize=(3.6 * max(len(inputs), 1), 3.0 * max(len(masked), 1)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(max(len(masked), 1), max(len(inputs), 1), squeeze=False)
+    for r, mdeg in enumerate(masked):
+        for c, inp in enumerate(inputs):
+            ax = axes[r][c]
+            for method in methods:
+                pts = sorted(
+                    (row.proportion, row.psnr)
+                    for row in result.masking
+                    if row.method == method and row.masked_degradation == mdeg and row.input_degradation == inp
+                )
+                ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=method)
+            ax.axhline(result.unmasked["target"][inp]["psnr"], color="grey", linestyle="--", label="target (unmasked)")
+            role = "targeted" if inp == mdeg else "other"
+            ax.set_title(f"mask {mdeg} filters, {inp} input ({role})", fontsize=9)
+            ax.set_xlabel("masked filters (%)")
+            ax.set_ylabel("PSNR (dB)")
+            ax.ticklabel_format(axis="y", useOffset=False)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def summary(result: AttributionResult) -> dict:
+    """JSON-ready summary: settings, FAIG completeness and steps, timings, filter count, unmasked metrics."""
+    return {
+        "settings": result.settings,
+        "num_filters": len(result.index),
+        "steps_used": result.steps,
+        "faig": None
+        if result.faig is None
+        else {
+            "rule": result.faig.rule,
+            "steps_used": result.faig.steps,
+            "converged": result.faig.converged,
+            "gradient_evaluations": result.faig.gradient_evaluations,
+        },
+        "completeness": {
+            d: {"estimate": c.estimate, "exact": c.exact, "gap": c.gap} for d, c in result.completeness.items()
+        },
+        "timings_s": result.timings,
+        "unmasked": result.unmasked,
+    }
+
+
+def write_results(result: AttributionResult, out_dir: str | os.PathLike) -> Path:
+    """Write the result under ``out_dir`` and return it; every file appears complete or not at all.
+
+    - ``attribution/<method>/<degradation>_index.txt``: every filter index, one per line, most discriminative
+      first (the official format);
+    - ``attribution/<method>/<degradation>_scores.npy``: float32 scores;
+    - ``masking.csv`` (if masked), ``curves.png`` (if masked) and ``summary.json``, written last.
+    """
+    out = Path(out_dir)
+    for method, per in result.rankings.items():
+        for deg, order in per.items():
+            folder = out / "attribution" / method
+            atomic_write_text(folder / f"{deg}_index.txt", "\n".join(map(str, order.tolist())) + "\n")
+            _write_npy(folder / f"{deg}_scores.npy", np.asarray(result.scores[method][deg], dtype=np.float32))
+    if result.masking:
+        atomic_write_text(out / "masking.csv", masking_csv(result.masking))
+        fig = curves_figure(result)
+        with atomic_path(out / "curves.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    text = json.dumps(summary(result), indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    atomic_write_text(out / "summary.json", text + "\n")
+    return out

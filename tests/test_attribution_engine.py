@@ -1,0 +1,260 @@
+"""The high-level entry point, result files, the Figure-2 panel and bad input."""
+
+import copy
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faig_lightning.attribution import (
+    FilterMasker,
+    compute_faig,
+    figure2_panel,
+    psnr,
+    quantize,
+    run_attribution,
+    write_results,
+)
+from faig_lightning.attribution import report as report_module
+from faig_lightning.attribution.report import MASKING_COLUMNS, masking_markdown
+from faig_lightning.errors import FaigError
+from faig_lightning.nets import MSRResNet, SRCNNStyle
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Tiny tensors: one thread is fastest and immune to CPU contention (OpenMP spinning)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_pair(net: nn.Module) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    baseline = net.eval()
+    target = copy.deepcopy(baseline)
+    with torch.no_grad():
+        for p in target.parameters():
+            p.add_(0.3 * torch.randn_like(p) * (p.abs().mean() + 0.01))
+    return baseline, target
+
+
+def make_eval_set(sizes=((8, 8), (6, 10)), degradations=("clean", "blur", "noise")):
+    gen = torch.Generator().manual_seed(0)
+    return [
+        {
+            "name": f"img{n}",
+            "gt": torch.rand(3, 2 * h, 2 * w, generator=gen),
+            "lq": {d: torch.rand(3, h, w, generator=gen) for d in degradations},
+        }
+        for n, (h, w) in enumerate(sizes)
+    ]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    baseline, target = make_pair(MSRResNet(num_feat=4, num_block=1))
+    target.train()  # the engine must evaluate in eval mode and leave the flag alone
+    eval_set = make_eval_set()
+    before = copy.deepcopy(target.state_dict())
+    calls = []
+    result = run_attribution(
+        baseline,
+        target,
+        eval_set,
+        scale=2,
+        steps=3,
+        rule="official",
+        proportions=(5, 50),
+        progress=lambda stage, done, total: calls.append((stage, done, total)),
+    )
+    return baseline, target, eval_set, before, calls, result
+
+
+def test_rankings_scores_and_untouched_inputs(setup):
+    baseline, target, eval_set, before, calls, result = setup
+    n = len(result.index)
+    assert set(result.rankings) == {"faig", "ig", "abs_filter_change", "random"}
+    for method, per in result.rankings.items():
+        assert set(per) == {"blur", "noise"}
+        for deg, order in per.items():
+            assert order.dtype == np.int64 and sorted(order.tolist()) == list(range(n))
+            scores = result.scores[method][deg]
+            assert scores.dtype == np.float32 and np.all(np.diff(scores[order]) <= 0)
+    direct = compute_faig(baseline, target, eval_set, scale=2, steps=3, rule="official")
+    np.testing.assert_allclose(result.scores["faig"]["blur"], direct.discriminative["blur"], rtol=1e-6)
+    assert result.steps == 3 and set(result.completeness) == {"blur", "noise"}
+    assert target.training and all(m.training for m in target.modules())
+    assert all(torch.equal(t, before[k]) for k, t in target.state_dict().items())
+    for stage in ("faig", "ig", "masking"):
+        last = [c for c in calls if c[0] == stage][-1]
+        assert last[1] == last[2]
+
+
+def test_masking_table(setup):
+    baseline, target, eval_set, _, _, result = setup
+    assert len(result.masking) == 4 * 2 * 2 * 3  # methods x ranked degradations x proportions x inputs
+    assert {r.input_degradation for r in result.masking} == {"clean", "blur", "noise"}
+    assert result.unmasked["target"]["blur"]["grad_mse_x1000"] == 0
+    row = next(
+        r
+        for r in result.masking
+        if (r.method, r.masked_degradation, r.proportion, r.input_degradation) == ("faig", "noise", 50, "blur")
+    )
+    assert row.num_masked == result.index.top_k(50)
+    assert row.psnr_drop == pytest.approx(result.unmasked["target"]["blur"]["psnr"] - row.psnr)
+    masker = FilterMasker(baseline, target)  # recompute that row by hand
+    with masker.masked(result.top("faig", "noise", 50)) as net, torch.no_grad():
+        values = [float(psnr(quantize(net(it["lq"]["blur"][None])), it["gt"][None], 2)[0]) for it in eval_set]
+    assert row.psnr == pytest.approx(np.mean(values), rel=1e-6)
+    with torch.no_grad():
+        base = [float(psnr(quantize(baseline(it["lq"]["noise"][None])), it["gt"][None], 2)[0]) for it in eval_set]
+    assert result.unmasked["baseline"]["noise"]["psnr"] == pytest.approx(np.mean(base), rel=1e-6)
+    same = [(r.psnr, r.grad_mse_x1000) for r in result.masking if r.method == "abs_filter_change"]
+    assert same[:6] == same[6:]  # |dtheta| ranks blur and noise alike
+
+
+def test_write_results_formats(setup, tmp_path):
+    result = setup[-1]
+    out = write_results(result, tmp_path / "run")
+    n = len(result.index)
+    for method in result.rankings:
+        for deg in ("blur", "noise"):
+            lines = (out / "attribution" / method / f"{deg}_index.txt").read_text().splitlines()
+            assert [int(x) for x in lines] == result.rankings[method][deg].tolist()
+            assert sorted(int(x) for x in lines) == list(range(n))
+            scores = np.load(out / "attribution" / method / f"{deg}_scores.npy")
+            assert scores.dtype == np.float32 and scores.shape == (n,)
+    with open(out / "masking.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == MASKING_COLUMNS and len(rows) == len(result.masking)
+    assert MASKING_COLUMNS[:3] == ["method", "masked_degradation", "proportion"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"settings", "completeness", "timings_s", "num_filters", "unmasked", "steps_used"} <= set(summary)
+    assert summary["num_filters"] == n and set(summary["completeness"]["blur"]) == {"estimate", "exact", "gap"}
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_masking_markdown(setup):
+    result = setup[-1]
+    lines = masking_markdown(result.masking).splitlines()
+    assert len(lines) == 2 + len(result.masking)
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == MASKING_COLUMNS
+    first = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert first[0] == result.masking[0].method
+    assert float(first[5]) == pytest.approx(result.masking[0].psnr, rel=1e-3)
+
+
+def test_a_failed_write_leaves_no_final_file(setup, tmp_path, monkeypatch):
+    result = setup[-1]
+
+    def broken_save(fh, array):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report_module.np, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_results(result, tmp_path)
+    folder = tmp_path / "attribution" / "faig"
+    assert (folder / "blur_index.txt").exists()  # written before the failure, complete
+    assert not (folder / "blur_scores.npy").exists()
+    assert not (tmp_path / "summary.json").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+
+
+def test_figure2_panel(setup):
+    baseline, target, eval_set, _, _, result = setup
+    item = eval_set[1]
+    panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=2, proportion=100)
+    assert panel.columns[:2] == ["input (nearest)", "target"] and len(panel.columns) == 4
+    assert set(panel.rows) == {"blur", "noise"}
+    row = panel.rows["noise"]
+    x = item["lq"]["noise"][None]
+    assert row.shape == (4, 3, 12, 20)
+    assert torch.equal(row[0], F.interpolate(x, scale_factor=2, mode="nearest")[0])
+    masker = FilterMasker(baseline, target)
+    with torch.no_grad():
+        assert torch.equal(row[1], quantize(masker.net(x))[0])
+        with masker.masked(np.arange(len(masker.index))) as net:  # 100 %: every filter masked
+            assert torch.equal(row[2], quantize(net(x))[0])
+    assert panel.grid().shape == (2 * 12, 4 * 20, 3) and panel.grid().dtype == np.uint8
+
+
+def test_engine_imports_without_lightning_or_hydra():
+    heavy = "{'pytorch_lightning', 'lightning', 'hydra', 'omegaconf'}"
+    code = f"import sys, faig_lightning.attribution; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture(scope="module")
+def small():
+    baseline, target = make_pair(SRCNNStyle(cfg=(4,)))
+    return baseline, target, make_eval_set(sizes=((4, 4),))
+
+
+def run(small, **kwargs):
+    baseline, target, eval_set = small
+    args = {"baseline": baseline, "target": target, "eval_set": eval_set, "scale": 2, "steps": 1}
+    args.update(kwargs)
+    return run_attribution(args.pop("baseline"), args.pop("target"), args.pop("eval_set"), **args)
+
+
+def test_bad_models(small):
+    baseline, target, _ = small
+    with pytest.raises(FaigError, match=r"same architecture.*features\.0\.weight"):
+        run(small, baseline=SRCNNStyle(cfg=(8,)))
+    with pytest.raises(FaigError, match="nothing to attribute"):
+        run(small, target=copy.deepcopy(baseline))
+    broken = copy.deepcopy(target)
+    with torch.no_grad():
+        broken.features[2].bias[0] = float("nan")
+    with pytest.raises(FaigError, match=r"target model's tensor 'features\.2\.bias'"):
+        run(small, target=broken)
+
+
+def test_bad_eval_sets(small):
+    with pytest.raises(FaigError, match="no eval images"):
+        run(small, eval_set=[])
+    bad = make_eval_set(sizes=((4, 4),))
+    bad[0]["gt"] = torch.rand(3, 9, 8)
+    with pytest.raises(FaigError, match=r"image 'img0'.*does not match the GT size"):
+        run(small, eval_set=bad)
+    with pytest.raises(FaigError, match="IG needs a clean LR"):
+        run(small, eval_set=make_eval_set(sizes=((4, 4),), degradations=("blur", "noise")))
+    only_clean = make_eval_set(sizes=((4, 4),), degradations=("clean",))
+    with pytest.raises(FaigError, match="add degraded inputs"):
+        run(small, eval_set=only_clean)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"proportions": (0,)}, r"\(0, 100\]"),
+        ({"proportions": (1, 101)}, r"\(0, 100\]"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"methods": ("faig", "shap")}, "unknown method 'shap'"),
+        ({"methods": ()}, "no attribution method"),
+        ({"rule": "simpson"}, "unknown quadrature rule"),
+        ({"channel": "green"}, "unknown gradient-map channel"),
+        ({"ig_variant": "edsr"}, "unknown IG variant"),
+        ({"seed": -1}, "seed"),
+        ({"scale": 0}, "scale"),
+    ],
+)
+def test_bad_settings(small, kwargs, message):
+    with pytest.raises(FaigError, match=message):
+        run(small, **kwargs)
