@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import make_pair
 from torch import nn
 
 from faig_lightning.attribution import (
@@ -19,25 +20,7 @@ from faig_lightning.attribution import (
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import MSRResNet, SRCNNStyle
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread is fastest and immune to CPU contention (OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_pair(net: nn.Module, seed: int = 0, strength: float = 0.3) -> tuple[nn.Module, nn.Module]:
-    """Baseline and a target = baseline + a relative perturbation of every tensor (biases included)."""
-    torch.manual_seed(seed)
-    baseline = net.eval()
-    target = copy.deepcopy(baseline)
-    with torch.no_grad():
-        for p in target.parameters():
-            p.add_(strength * torch.randn_like(p) * (p.abs().mean() + 0.01))
-    return baseline, target
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_eval_set(sizes, degradations=("clean", "blur", "noise"), scale=2, seed=1):

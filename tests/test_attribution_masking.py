@@ -5,31 +5,14 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from helpers import make_pair
 
 from faig_lightning.attribution import FilterMasker, gradient_map, gradient_mse_x1000, psnr, quantize
 from faig_lightning.attribution.metrics import Evaluator
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import MSRResNet, SRCNNStyle
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny tensors: one thread is fastest and immune to CPU contention (OpenMP spinning)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_pair(net: nn.Module) -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(0)
-    baseline = net.eval()
-    target = copy.deepcopy(baseline)
-    with torch.no_grad():
-        for p in target.parameters():
-            p.add_(0.3 * torch.randn_like(p) * (p.abs().mean() + 0.01))
-    return baseline, target
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("net", [SRCNNStyle(cfg=(4, 8)), MSRResNet(num_feat=4, num_block=1)], ids=["srcnn", "msr"])

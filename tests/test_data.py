@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import rand_img, save
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -26,16 +27,6 @@ from faig_lightning.data import (
 )
 from faig_lightning.data.train_set import augment
 from faig_lightning.errors import FaigError
-
-
-def save(path: Path, pixels: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def rand_img(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def as_uint8(t: torch.Tensor) -> np.ndarray:

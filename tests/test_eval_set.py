@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import rand_img, save
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
@@ -17,16 +18,6 @@ from faig_lightning.data import make_eval_set as make_eval_set_module
 from faig_lightning.data.eval_set import PAPER_EVAL_DEGRADATIONS, PairedEvalSet, build_eval_set
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.errors import FaigError
-
-
-def save(path: Path, pixels: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def rand_img(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def load(path: Path) -> torch.Tensor:
