@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from faig_lightning.attribution import run_attribution, write_results
 from faig_lightning.attribution.report import masking_markdown
 from faig_lightning.checkpoints import load_weights
-from faig_lightning.config import CONF_DIR, engine_settings
+from faig_lightning.config import CONF_DIR, engine_settings, user_error
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
 
@@ -43,7 +43,10 @@ def main(cfg: DictConfig) -> None:
     """Console script ``faig-attribute``; bad input ends with one clear message."""
     try:
         attribute(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except FaigError as err:
+    except Exception as exc:
+        err = user_error(exc)
+        if err is None:
+            raise
         raise SystemExit(f"faig-attribute: error: {err}") from None
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from faig_lightning.errors import FaigError
+
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 """The repository's ``conf/`` folder (the package is installed in editable mode)."""
 
@@ -24,3 +26,12 @@ def engine_settings(attribution: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of ``run_attribution`` from an ``attribution`` config node."""
     node = plain(attribution)
     return {k: node[k] for k in ENGINE_KEYS if k in node}
+
+
+def user_error(exc: BaseException) -> FaigError | None:
+    """The FaigError behind ``exc`` (Hydra's ``instantiate`` wraps the errors of the objects it builds), if any."""
+    while exc is not None:
+        if isinstance(exc, FaigError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.callbacks import AttributionCallback
 from faig_lightning.checkpoints import export_basicsr, load_weights
-from faig_lightning.config import CONF_DIR, engine_settings, plain
+from faig_lightning.config import CONF_DIR, engine_settings, plain, user_error
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
 
@@ -118,10 +117,12 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Console script ``faig-train``; bad input ends with one clear message."""
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
         return train(cfg)
-    except FaigError as err:
+    except Exception as exc:
+        err = user_error(exc)
+        if err is None:
+            raise
         raise SystemExit(f"faig-train: error: {err}") from None
 
 

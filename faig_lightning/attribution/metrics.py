@@ -12,38 +12,17 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from faig_lightning.attribution.evalset import EvalItem, batches, size_groups, stack
 from faig_lightning.attribution.faig import ReduceFn
 from faig_lightning.attribution.validation import check_choice
+from faig_lightning.metrics import psnr_per_image as psnr
+from faig_lightning.metrics import quantize
+from faig_lightning.metrics import ssim_per_image as ssim
 
 CHANNELS = ("grey", "blue")
 METRICS = ("psnr", "ssim", "grad_mse_x1000")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
-
-
-def quantize(img: torch.Tensor) -> torch.Tensor:
-    """8-bit quantisation on the [0, 1] scale."""
-    return torch.round(img.clamp(0, 1) * 255) / 255
-
-
-def _crop(img: torch.Tensor, border: int) -> torch.Tensor:
-    return img[..., border:-border, border:-border] if border > 0 else img
-
-
-def psnr(pred: torch.Tensor, gt: torch.Tensor, crop_border: int) -> torch.Tensor:
-    """Per-image PSNR (dB) of (B, C, H, W) images in [0, 1] after cropping ``crop_border`` pixels."""
-    return peak_signal_noise_ratio(
-        _crop(pred, crop_border), _crop(gt, crop_border), data_range=1.0, reduction="none", dim=(1, 2, 3)
-    )
-
-
-def ssim(pred: torch.Tensor, gt: torch.Tensor, crop_border: int) -> torch.Tensor:
-    """Per-image SSIM (Gaussian window 11, sigma 1.5) of (B, C, H, W) images in [0, 1] after cropping."""
-    return structural_similarity_index_measure(
-        _crop(pred, crop_border), _crop(gt, crop_border), data_range=1.0, reduction="none"
-    )
 
 
 def gradient_map(img: torch.Tensor, channel: str = "grey") -> torch.Tensor:

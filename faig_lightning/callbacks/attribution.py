@@ -44,8 +44,10 @@ class AttributionCallback(Callback):
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
             return trainer.strategy.reduce(t, reduce_op="sum")
 
-        result = run_attribution(baseline, target, shard, scale=pl_module.scale,
-                                 reduce_fn=reduce_sum if world > 1 else None, **self.settings)
+        with torch.inference_mode(False), torch.enable_grad():
+            result = run_attribution(baseline, target, shard, scale=pl_module.scale,
+                                     reduce_fn=reduce_sum if world > 1 else None, **self.settings)
+        result.settings.update(num_images=len(eval_set), world_size=world, images_per_process=len(shard))
         self.result = result
         if trainer.is_global_zero:
             write_results(result, self.out_dir)
