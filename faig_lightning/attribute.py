@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning.attribution import run_attribution, write_results
-from faig_lightning.attribution.report import masking_markdown
+from faig_lightning.attribution.report import drop_markdown
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.config import CONF_DIR, engine_settings, user_error
 from faig_lightning.data import build_eval_set
@@ -33,7 +33,8 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
     result = run_attribution(nets[0], nets[1], eval_set, scale=cfg.scale, progress=progress,
                              **engine_settings(cfg.attribution))
     write_results(result, out_dir)
-    print(masking_markdown(result.masking))
+    print("PSNR drop (dB) when the top filters are masked:")
+    print(drop_markdown(result.masking))
     print(f"results written to {out_dir}")
     return out_dir
 

@@ -241,3 +241,18 @@ def test_bad_eval_sets(small):
 def test_bad_settings(small, kwargs, message):
     with pytest.raises(FaigError, match=message):
         run(small, **kwargs)
+
+
+def test_drop_markdown_pivots_targeted_and_other_inputs():
+    from faig_lightning.attribution.engine import MaskingRow
+    from faig_lightning.attribution.report import drop_markdown
+
+    rows = [
+        MaskingRow("faig", m, 1.0, 5, i, 30.0, 0.9, drop, 0.1)
+        for m, i, drop in [("blur", "blur", 1.5), ("blur", "noise", 0.25), ("noise", "noise", 3.0),
+                           ("noise", "blur", 0.125), ("blur", "clean", 9.0)]
+    ]
+    lines = drop_markdown(rows).splitlines()
+    assert lines[0] == ("| method | masked % | mask blur: blur input | mask blur: noise input | "
+                        "mask noise: noise input | mask noise: blur input |")
+    assert lines[2] == "| faig | 1 | 1.50 | 0.25 | 3.00 | 0.12 |"

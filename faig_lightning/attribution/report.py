@@ -43,6 +43,20 @@ def masking_markdown(rows: list[MaskingRow]) -> str:
     return "\n".join(lines)
 
 
+def drop_markdown(rows: list[MaskingRow]) -> str:
+    """PSNR drop (dB) per method and proportion: for each masked degradation, on its own input (targeted) and on
+    the other ranked inputs. Large targeted and small other drops mean the filters carry that one function."""
+    masked = list(dict.fromkeys(r.masked_degradation for r in rows))
+    drop = {(r.method, r.proportion, r.masked_degradation, r.input_degradation): r.psnr_drop for r in rows}
+    cols = [(m, i) for m in masked for i in [m, *(d for d in masked if d != m)]]
+    head = ["method", "masked %"] + [f"mask {m}: {i} input" for m, i in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, prop in dict.fromkeys((r.method, r.proportion) for r in rows):
+        cells = [f"{drop[(method, prop, m, i)]:.2f}" if (method, prop, m, i) in drop else "" for m, i in cols]
+        lines.append(f"| {method} | {prop:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def curves_figure(result: AttributionResult) -> Figure:
     """Masked PSNR vs proportion: a panel per (masked degradation, input degradation), a line per method.
 

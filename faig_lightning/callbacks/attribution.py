@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
+from faig_lightning.attribution.report import drop_markdown
 from faig_lightning.checkpoints import load_weights
 
 
@@ -51,6 +52,8 @@ class AttributionCallback(Callback):
         self.result = result
         if trainer.is_global_zero:
             write_results(result, self.out_dir)
+            print(f"FAIG results in {self.out_dir}; PSNR drop (dB) when the top filters are masked:")
+            print(drop_markdown(result.masking))
             if isinstance(trainer.logger, WandbLogger):
                 self._log_wandb(trainer.logger, result, baseline, target, eval_set[0], pl_module.scale)
         trainer.strategy.barrier()
