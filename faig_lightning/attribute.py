@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning.attribution import run_attribution, write_results
-from faig_lightning.attribution.report import drop_markdown
+from faig_lightning.attribution.report import drop_markdown, print_progress
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.config import CONF_DIR, engine_settings, user_error
 from faig_lightning.data import build_eval_set
@@ -26,11 +26,7 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
         nets.append(load_weights(instantiate(cfg.model), cfg[key], key="ema").eval())
     eval_set = build_eval_set(scale=cfg.scale, **OmegaConf.to_container(cfg.eval, resolve=True))
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            print(f"  {stage}: {done}/{total}", flush=True)
-
-    result = run_attribution(nets[0], nets[1], eval_set, scale=cfg.scale, progress=progress,
+    result = run_attribution(nets[0], nets[1], eval_set, scale=cfg.scale, progress=print_progress,
                              **engine_settings(cfg.attribution))
     write_results(result, out_dir)
     print("PSNR drop (dB) when the top filters are masked:")

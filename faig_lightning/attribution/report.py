@@ -43,6 +43,12 @@ def masking_markdown(rows: list[MaskingRow]) -> str:
     return "\n".join(lines)
 
 
+def print_progress(stage: str, done: int, total: int) -> None:
+    """A ``progress`` callback for ``run_attribution`` that prints about ten lines per stage."""
+    if done == total or done % max(1, total // 10) == 0:
+        print(f"  {stage}: {done}/{total}", flush=True)
+
+
 def drop_markdown(rows: list[MaskingRow]) -> str:
     """PSNR drop (dB) per method and proportion: for each masked degradation, on its own input (targeted) and on
     the other ranked inputs. Large targeted and small other drops mean the filters carry that one function."""

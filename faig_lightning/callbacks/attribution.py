@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
-from faig_lightning.attribution.report import drop_markdown
+from faig_lightning.attribution.report import drop_markdown, print_progress
 from faig_lightning.checkpoints import load_weights
 
 
@@ -47,7 +47,8 @@ class AttributionCallback(Callback):
 
         with torch.inference_mode(False), torch.enable_grad():
             result = run_attribution(baseline, target, shard, scale=pl_module.scale,
-                                     reduce_fn=reduce_sum if world > 1 else None, **self.settings)
+                                     reduce_fn=reduce_sum if world > 1 else None,
+                                     progress=print_progress if trainer.is_global_zero else None, **self.settings)
         result.settings.update(num_images=len(eval_set), world_size=world, images_per_process=len(shard))
         self.result = result
         if trainer.is_global_zero:
