@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from faig_lightning.attribution import run_attribution, write_results
 from faig_lightning.attribution.report import drop_markdown, print_progress
 from faig_lightning.checkpoints import load_weights
-from faig_lightning.config import CONF_DIR, engine_settings, user_error
+from faig_lightning.config import CONF_DIR, engine_settings, exit_on_user_error
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
 
@@ -38,13 +38,8 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
 @hydra.main(config_path=CONF_DIR, config_name="attribute", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Console script ``faig-attribute``; bad input ends with one clear message."""
-    try:
+    with exit_on_user_error("faig-attribute"):
         attribute(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except Exception as exc:
-        err = user_error(exc)
-        if err is None:
-            raise
-        raise SystemExit(f"faig-attribute: error: {err}") from None
 
 
 if __name__ == "__main__":

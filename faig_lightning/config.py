@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +37,15 @@ def user_error(exc: BaseException) -> FaigError | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+@contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    """Turn a user error (a FaigError, possibly wrapped by Hydra) into one line ``<prog>: error: …`` and exit 1."""
+    try:
+        yield
+    except Exception as exc:
+        err = user_error(exc)
+        if err is None:
+            raise
+        raise SystemExit(f"{prog}: error: {err}") from None

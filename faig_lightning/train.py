@@ -19,7 +19,7 @@ from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.callbacks import AttributionCallback
 from faig_lightning.checkpoints import export_basicsr, load_weights
-from faig_lightning.config import CONF_DIR, engine_settings, plain, user_error
+from faig_lightning.config import CONF_DIR, engine_settings, exit_on_user_error, plain
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
 
@@ -117,13 +117,8 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Console script ``faig-train``; bad input ends with one clear message."""
-    try:
+    with exit_on_user_error("faig-train"):
         return train(cfg)
-    except Exception as exc:
-        err = user_error(exc)
-        if err is None:
-            raise
-        raise SystemExit(f"faig-train: error: {err}") from None
 
 
 if __name__ == "__main__":
