@@ -77,3 +77,12 @@ def test_nan_weights(tmp_path):
     torch.save({"params_ema": sd}, tmp_path / "nan.pth")
     with pytest.raises(FaigError, match=r"NaN/Inf values in body\.1\.conv2\.weight"):
         load_weights(_small(), tmp_path / "nan.pth")
+
+
+def test_exported_file_has_normal_permissions(tmp_path):
+    import os
+
+    save_basicsr(tmp_path / "net_g.pth", _small().state_dict())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "net_g.pth").stat().st_mode & 0o777 == 0o666 & ~umask
