@@ -38,10 +38,10 @@ from faig_lightning.errors import FaigError
 Progress = Callable[[str, int, int], None]
 ReduceFn = Callable[[torch.Tensor], torch.Tensor]
 
-# Defaults, from benchmarks/attribution_speed.py (MSRResNet with 32 features and 4 blocks, random and briefly
-# trained pairs, 3 photos of 128x128): Gauss-Legendre with 8 nodes agreed with the converged integral (64 nodes)
-# on the top-1 % filters as well as the official 100-step rule does (0.978-1.0), with a smaller completeness gap
-# (3e-3-7e-3 vs 4e-3-1.1e-2), 24-28x faster than the official pipeline; 4 nodes (gap 1.6e-2-1.8e-2) lost 1.5-3 %.
+# Defaults, from benchmarks/attribution_speed.py (MSRResNet 32x4, random and quick-start pairs, 3 photos of
+# 128x128, see README): Gauss-Legendre with 8 nodes matched the converged integral (64 nodes) on the top-1 %
+# filters at least as well as the official 100-step rule does, 22-28x faster than the official pipeline;
+# 4 nodes (completeness gap > 1e-2) lost 1.5-3 % of the top-1 % filters.
 # Hence "auto" from 8 nodes with tol 1e-2: 8 nodes on smooth paths, doubling on rough ones.
 # The paper preset is rule="official", steps=100.
 DEFAULT_RULE = "gauss_legendre"
