@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,11 +25,14 @@ def _read(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise FaigError(f"checkpoint not found: {p} — check the path (a run writes <run>/<stage>/net_g.pth and "
                         f"<run>/<stage>/checkpoints/last.ckpt)")
+    if p.stat().st_size == 0:
+        raise FaigError(f"checkpoint {p} is empty (0 bytes; an interrupted save?) — re-export or re-download it")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
-        raise FaigError(f"checkpoint {p} is corrupt or not a PyTorch file ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0][:200]}) — re-export or re-download it") from exc
+    except Exception as exc:  # torch.load raises many types for files that are not (whole) checkpoints
+        first = next(iter(str(exc).splitlines()), "")[:200]
+        raise FaigError(f"checkpoint {p} is corrupt, truncated or not a PyTorch file ({type(exc).__name__}"
+                        f"{': ' + first if first else ''}) — re-export or re-download it") from exc
     if not isinstance(obj, Mapping):
         raise FaigError(f"checkpoint {p} holds a {type(obj).__name__}, not a state dict — save weights with "
                         f"torch.save({{'params_ema': net.state_dict()}}, path)")
@@ -46,6 +48,14 @@ def _tensors_only(state: Mapping, path: str | os.PathLike) -> dict[str, torch.Te
     if not out:
         raise FaigError(f"checkpoint {path} contains no weight tensors — is it a network checkpoint?")
     return out
+
+
+def read_lightning_checkpoint(path: str | os.PathLike) -> dict:
+    """One of our Lightning ``.ckpt`` files (``state_dict``, ``global_step``, …), read with ``weights_only=True``."""
+    obj = _read(path)
+    if not isinstance(obj.get("state_dict"), Mapping):
+        raise FaigError(f"{path} is not a Lightning checkpoint (no state_dict) — pass a .ckpt written by faig-train")
+    return obj
 
 
 def read_state_dict(path: str | os.PathLike, key: str = "ema") -> dict[str, torch.Tensor]:

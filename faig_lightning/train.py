@@ -1,8 +1,19 @@
-"""``faig-train``: Hydra entry point that trains the baseline, the target, or both, in one run folder."""
+"""``faig-train``: Hydra entry point that trains the baseline, the target, or both, in one run folder.
+
+Everything a run needs is built and checked before the first training step (``prepare``): every stage's
+degradation pipeline, model, checkpoint to start or resume from, data, eval set, trainer, logger and the
+attribution settings. A run restarted in its folder finishes what it lacks: it resumes training cut short,
+recomputes the final metrics of a stage already at ``max_steps``, and runs the attribution when its results
+are missing, incomplete or were computed on other weights or settings.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,71 +28,252 @@ from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheck
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
+from faig_lightning.attribution.filters import FilterIndex
+from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.callbacks import AttributionCallback
-from faig_lightning.checkpoints import export_basicsr, load_weights
-from faig_lightning.config import CONF_DIR, engine_settings, exit_on_user_error, plain
+from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
+from faig_lightning.cli import main_with_exit_code, run_job
+from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
 
+log = logging.getLogger(__name__)
 
-def _run_names() -> tuple[Path, str, str]:
-    """(run folder, job name, W&B group): a multirun groups its jobs by sweep folder."""
+STAGE_KEYS = ("max_steps", "lr", "betas", "weight_decay", "scheduler_period", "eta_min", "ema_decay", "val_every",
+              "monitor")
+TRAINER_KEYS_SET_HERE = {
+    "max_steps": "set it per stage: baseline.max_steps=N / target.max_steps=N",
+    "max_epochs": "training length is per stage: baseline.max_steps=N / target.max_steps=N",
+    "check_val_every_n_epoch": "validation runs every <stage>.val_every steps: baseline.val_every / target.val_every",
+    "val_check_interval": "validation runs every <stage>.val_every steps: baseline.val_every / target.val_every",
+    "logger": "choose the logger with logger=wandb|csv|none",
+    "callbacks": "faig-train sets the callbacks (EMA, checkpoints, attribution); attribution=none turns FAIG off",
+    "default_root_dir": "the run folder is hydra.run.dir",
+    "num_sanity_val_steps": "faig-train validates only after training steps",
+}
+
+
+@dataclass
+class StagePlan:
+    """One stage, built and checked: its module, data, and where it resumes from (None = a fresh start)."""
+
+    stage: str
+    module_kwargs: dict[str, Any]
+    datamodule: pl.LightningDataModule
+    stage_dir: Path
+    resume_step: int | None
+
+    @property
+    def last(self) -> Path:
+        return self.stage_dir / "checkpoints" / "last.ckpt"
+
+
+def _run_names() -> tuple[Path, str, str, bool]:
+    """(run folder, job name, W&B group, multirun?): a multirun groups its jobs by sweep folder."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
-        return run_dir, f"{Path(hc.sweep.dir).name}-{hc.job.num}", Path(hc.sweep.dir).name
-    return run_dir, run_dir.name, run_dir.name
+        return run_dir, f"{Path(hc.sweep.dir).name}-{hc.job.num}", Path(hc.sweep.dir).name, True
+    return run_dir, run_dir.name, run_dir.name, False
 
 
-def _callbacks(cfg: DictConfig, stage: str, stage_dir: Path, baseline_ckpt: str | None) -> list[Callback]:
-    scfg = cfg[stage]
-    callbacks: list[Callback] = [
-        EMAWeightAveraging(decay=scfg.ema_decay),
-        ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg.monitor,
-                        mode="max", save_top_k=1, auto_insert_metric_name=False),
-        # the latest state after every validation, whether or not it is the best: what a restart resumes from
-        ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                        enable_version_counter=False),
-    ]
-    if stage == "target" and cfg.attribution.enabled:
-        callbacks.append(AttributionCallback(engine_settings(cfg.attribution), baseline_ckpt, str(stage_dir.parent),
-                                             panel_proportion=cfg.attribution.panel_proportion))
-    return callbacks
+def check_trainer(trainer_cfg: dict[str, Any]) -> None:
+    """Refuse Trainer arguments that faig-train sets itself or that Trainer lacks, and devices this machine lacks."""
+    for key, fix in TRAINER_KEYS_SET_HERE.items():
+        if key in trainer_cfg:
+            raise FaigError(f"trainer.{key} would be ignored: {fix}")
+    if trainer_cfg.get("_target_") == "pytorch_lightning.Trainer":
+        known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+        unknown = sorted(set(trainer_cfg) - known - {"_target_"})
+        if unknown:
+            raise FaigError(f"unknown Trainer argument(s) {unknown}: check the spelling (pytorch_lightning.Trainer)")
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise FaigError(f"trainer.accelerator={accelerator} (trainer=gpu, also set by experiment=paper_*) but no "
+                            "CUDA GPU is visible; add trainer=cpu to train on the CPU")
+        devices = trainer_cfg.get("devices", 1)
+        if isinstance(devices, int) and devices > torch.cuda.device_count():
+            raise FaigError(f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                            f"use trainer.devices={torch.cuda.device_count()}")
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        raise FaigError("trainer.accelerator=mps but MPS is not available; use trainer=cpu")
 
 
-def run_stage(cfg: DictConfig, stage: str, run_dir: Path, job: str, group: str,
-              baseline_ckpt: str | None) -> dict[str, Any]:
-    """Fit one stage in ``run_dir/<stage>``; export ``net_g.pth``; return its summary."""
-    scfg = cfg[stage]
-    stage_dir = run_dir / stage
-    degradation = cfg.baseline_degradation if stage == "baseline" else cfg.degradation
-    if stage == "target" and not baseline_ckpt:
+def check_stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The stage's optimisation settings, with unknown keys and bad values refused."""
+    scfg = plain(cfg[stage])
+    unknown = sorted(set(scfg) - set(STAGE_KEYS))
+    if unknown:
+        raise FaigError(f"unknown key(s) {unknown} in {stage}: would be ignored; valid keys are {list(STAGE_KEYS)}")
+    for key in ("max_steps", "val_every", "scheduler_period"):
+        value = scfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FaigError(f"{stage}.{key} must be a positive integer, got {value!r}")
+    for key in ("lr", "eta_min", "weight_decay"):
+        value = scfg[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (key == "lr" and value == 0):
+            raise FaigError(f"{stage}.{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}")
+    if not 0 <= scfg["ema_decay"] < 1:
+        raise FaigError(f"{stage}.ema_decay must lie in [0, 1), got {scfg['ema_decay']!r}; the paper uses 0.999")
+    return scfg
+
+
+def check_model(net: torch.nn.Module, scale: int) -> None:
+    """The net upscales a small LR batch by ``scale``."""
+    if getattr(net, "scale", scale) != scale:
+        raise FaigError(f"the model's scale is {net.scale} but scale={scale}; set model.scale / scale to one value")
+    with torch.no_grad():
+        out = net.eval()(torch.zeros(1, 3, 8, 8))
+    net.train()
+    if tuple(out.shape) != (1, 3, 8 * scale, 8 * scale):
+        raise FaigError(f"the model maps a 1x3x8x8 batch to {tuple(out.shape)}, not 1x3x{8 * scale}x{8 * scale}; "
+                        f"check model.* and scale={scale}")
+
+
+def _resume_step(module: SRModule, last: Path) -> int:
+    """The step of ``last.ckpt`` after checking it loads into ``module``; one line suggesting resume=false if not."""
+    try:
+        ckpt = read_lightning_checkpoint(last)
+    except FaigError:
+        raise FaigError(f"cannot resume: {last} is empty, truncated or corrupt (an interrupted save?); add "
+                        "resume=false to start this stage afresh") from None
+    try:
+        check_compatible(module, ckpt["state_dict"], f"{last}")
+    except FaigError as err:
+        raise FaigError(f"cannot resume: {err} — or add resume=false to start this stage afresh") from None
+    return int(ckpt.get("global_step", 0))
+
+
+def _monitor_names(eval_names: list[str]) -> list[str]:
+    return ["val/psnr/mean", *(f"val/{m}/{d}" for d in eval_names for m in ("psnr", "ssim"))]
+
+
+def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], AttributionSettings | None]:
+    """Build and check everything the run needs, before any training step; raise one FaigError if anything is off."""
+    stages = list(cfg.stage.stages)
+    if not stages or any(s not in STAGES for s in stages):
+        raise FaigError(f"stage.stages must list stages among {STAGES}, got {stages} — use stage=baseline|target|both")
+    check_trainer(plain(cfg.trainer))
+    loggers.check_logger(plain(cfg.logger))
+    settings = None
+    if "target" in stages and cfg.attribution.enabled:
+        settings = AttributionSettings.from_mapping(plain(cfg.attribution))
+        if settings.rankings_from is not None:
+            raise FaigError("attribution.rankings_from is for faig-attribute (reusing a finished run's rankings); "
+                            "faig-train ranks the target it trains — remove it")
+    if "target" in stages and "baseline" not in stages and not cfg.baseline_ckpt:
         raise FaigError("stage=target needs baseline_ckpt=PATH (a baseline net_g.pth, .ckpt or BasicSR .pth) — "
                         "or run stage=both to train the baseline first")
-    module = SRModule(net=plain(cfg.model), degradation=plain(degradation), stage=stage, lr=scfg.lr,
-                      betas=list(scfg.betas), weight_decay=scfg.weight_decay, scheduler_period=scfg.scheduler_period,
-                      eta_min=scfg.eta_min, crop_border=cfg.eval.crop_border, test_y_channel=cfg.eval.y_channel,
-                      log_images=cfg.eval.log_images, baseline_ckpt=baseline_ckpt)
+    plans: list[StagePlan] = []
+    for stage in stages:
+        scfg = check_stage_config(cfg, stage)
+        degradation = cfg.baseline_degradation if stage == "baseline" else cfg.degradation
+        baseline_ckpt = None
+        if stage == "target":
+            baseline_ckpt = str(run_dir / "baseline" / "checkpoints" / "last.ckpt") if plans else cfg.baseline_ckpt
+        kwargs = {"net": plain(cfg.model), "degradation": plain(degradation), "stage": stage, "lr": scfg["lr"],
+                  "betas": list(scfg["betas"]), "weight_decay": scfg["weight_decay"],
+                  "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
+                  "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
+                  "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt}
+        with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
+            module = SRModule(**kwargs)
+        check_model(module.net, cfg.scale)
+        if stage == "target" and not plans:
+            load_weights(module.net, baseline_ckpt, key="ema")
+        if settings is not None and stage == "target":
+            settings.check_filters(len(FilterIndex.from_model(module.net)))
+        stage_dir = run_dir / stage
+        last = stage_dir / "checkpoints" / "last.ckpt"
+        resume_step = _resume_step(module, last) if cfg.resume and last.is_file() else None
+        datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"])
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        eval_names = datamodule.eval_set.degradation_names
+        if scfg["monitor"] not in _monitor_names(eval_names):
+            raise FaigError(f"{stage}.monitor={scfg['monitor']} is not a validation metric; use one of "
+                            f"{_monitor_names(eval_names)}")
+        if settings is not None and stage == "target":
+            settings.check_inputs(eval_names)
+        plans.append(StagePlan(stage, kwargs, datamodule, stage_dir, resume_step))
+    return plans, settings
+
+
+def _start_afresh(plan: StagePlan, run_dir: Path) -> None:
+    """``resume=false`` over an earlier run: its checkpoints (and, for the target, its attribution) are stale."""
+    shutil.rmtree(plan.stage_dir / "checkpoints", ignore_errors=True)
+    if plan.stage == "target":
+        (run_dir / "summary.json").unlink(missing_ok=True)
+
+
+def _trainer(cfg: DictConfig, scfg: dict[str, Any], stage_dir: Path, logger: Any, callbacks: list[Callback]
+             ) -> pl.Trainer:
+    return instantiate(cfg.trainer, max_steps=scfg["max_steps"], logger=logger if logger is not None else False,
+                       callbacks=callbacks, default_root_dir=str(stage_dir), check_val_every_n_epoch=1,
+                       num_sanity_val_steps=0)
+
+
+def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: str, baseline_ckpt: str | None,
+              settings: AttributionSettings | None) -> dict[str, Any]:
+    """Fit one stage in ``run_dir/<stage>`` (or finish what it lacks); export ``net_g.pth``; return its summary."""
+    stage, stage_dir, last = plan.stage, plan.stage_dir, plan.last
+    scfg = plain(cfg[stage])
+    module = SRModule(**plan.module_kwargs)
+    if plan.resume_step is None and stage_dir.joinpath("checkpoints").exists():
+        _start_afresh(plan, run_dir)
     if baseline_ckpt:
         load_weights(module.net, baseline_ckpt, key="ema")
-    datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg.val_every)
-    logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}", group, plain(cfg))
+    attribution = None
+    if settings is not None and stage == "target":
+        attribution = AttributionCallback(settings, baseline_ckpt, str(run_dir),
+                                          provenance={"baseline_ckpt": baseline_ckpt, "target_ckpt": str(last),
+                                                      "model": plain(cfg.model), "scale": cfg.scale})
+    logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}", group, plain(cfg),
+                                  stage_dir=str(stage_dir))
     try:
-        trainer: pl.Trainer = instantiate(
-            cfg.trainer, max_steps=scfg.max_steps, logger=logger if logger is not None else False,
-            callbacks=_callbacks(cfg, stage, stage_dir, baseline_ckpt), default_root_dir=str(stage_dir),
-            check_val_every_n_epoch=1, num_sanity_val_steps=0)
-        last = stage_dir / "checkpoints" / "last.ckpt"
-        resume = str(last) if cfg.resume and last.is_file() else None
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        done = plan.resume_step is not None and plan.resume_step >= scfg["max_steps"]
+        if not done:
+            callbacks: list[Callback] = [
+                EMAWeightAveraging(decay=scfg["ema_decay"]),
+                ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg["monitor"],
+                                mode="max", save_top_k=1, auto_insert_metric_name=False),
+                # the latest state after every validation, whether or not it is the best: what a restart resumes from
+                ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                                enable_version_counter=False),
+            ]
+            if attribution is not None:
+                callbacks.append(attribution)  # after EMAWeightAveraging: the EMA weights are in place when it runs
+            trainer = _trainer(cfg, scfg, stage_dir, logger, callbacks)
+            resume = str(last) if plan.resume_step is not None else None
+            trainer.fit(module, datamodule=plan.datamodule, ckpt_path=resume)
+            if trainer.global_step < scfg["max_steps"] or trainer.interrupted:
+                raise FaigError(f"the {stage} stage stopped at step {trainer.global_step} of {scfg['max_steps']}; "
+                                "rerun the same command to resume from last.ckpt")
+            best = trainer.checkpoint_callback.best_model_path
+            best_score = _item(trainer.checkpoint_callback.best_model_score)
+        else:
+            log.info("%s: last.ckpt is at step %d (max_steps %d): training is done; recomputing its final metrics",
+                     stage, plan.resume_step, scfg["max_steps"])
+            load_weights(module.net, last, key="ema")
+            module.start_step = plan.resume_step
+            trainer = _trainer(cfg, scfg, stage_dir, logger, [])
+            trainer.validate(module, datamodule=plan.datamodule, verbose=False)
+            best = next(iter(sorted(stage_dir.glob("checkpoints/best-step*.ckpt"))), None)
+            best_score = _item(_read_best_score(best, scfg["monitor"]))
+            if attribution is not None:
+                attribution.run(trainer, module)
+        final = {k: _item(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         summary = {
             "stage": stage,
             "start_step": module.start_step,
-            "global_step": trainer.global_step,
-            "monitor": scfg.monitor,
-            "best_score": _item(trainer.checkpoint_callback.best_model_score),
-            "best_ckpt": trainer.checkpoint_callback.best_model_path,
-            "final_metrics": {k: _item(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+            "global_step": int(plan.resume_step if done else trainer.global_step),
+            "fit": "skipped (already at max_steps)" if done else ("resumed" if plan.resume_step is not None else
+                                                                    "fresh"),
+            "monitor": scfg["monitor"],
+            "best_score": best_score,
+            "best_ckpt": str(best) if best else None,
+            "final_metrics": final,
             "net_g": str(stage_dir / "net_g.pth"),
             "last_ckpt": str(last),
         }
@@ -89,36 +281,51 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path, job: str, group: str,
             export_basicsr(last, stage_dir / "net_g.pth")
             atomic_write_text(stage_dir / "summary.json", json.dumps(summary, indent=2))
         trainer.strategy.barrier()
+        if attribution is not None and not attribution.complete():
+            raise FaigError(f"the attribution after the target stage left no complete results in {run_dir}; rerun "
+                            "the same command to compute them")
+        log.info("%s: steps %d -> %d, %s", stage, summary["start_step"], summary["global_step"],
+                 ", ".join(f"{k} {v:.3f}" for k, v in final.items() if v is not None))
         return summary
     finally:
         loggers.finish(logger)
+
+
+def _read_best_score(best: Path | None, monitor: str) -> Any:
+    if best is None:
+        return None
+    for cb in read_lightning_checkpoint(best).get("callbacks", {}).values():
+        if isinstance(cb, dict) and cb.get("monitor") == monitor:
+            return cb.get("best_model_score")
+    return None
 
 
 def _item(v: Any) -> float | None:
     return float(v) if isinstance(v, torch.Tensor | float | int) else None
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Run the configured stages; return the last stage's best monitored metric (for sweepers)."""
-    stages = list(cfg.stage.stages)
-    if not stages or any(s not in STAGES for s in stages):
-        raise FaigError(f"stage.stages must list stages among {STAGES}, got {stages} — use stage=baseline|target|both")
+def train(cfg: DictConfig, run_dir: Path, job: str, group: str) -> float | None:
+    """Check everything, then run the configured stages; return the last stage's best monitored metric."""
     pl.seed_everything(cfg.seed, workers=True)
-    run_dir, job, group = _run_names()
+    plans, settings = prepare(cfg, run_dir)
     baseline_ckpt = cfg.baseline_ckpt
     summary: dict[str, Any] = {}
-    for stage in stages:
-        summary = run_stage(cfg, stage, run_dir, job, group, baseline_ckpt)
-        if stage == "baseline":
+    for plan in plans:
+        summary = run_stage(cfg, plan, run_dir, job, group, baseline_ckpt, settings)
+        if plan.stage == "baseline":
             baseline_ckpt = summary["last_ckpt"]
     return summary.get("best_score")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    """Console script ``faig-train``; bad input ends with one clear message."""
-    with exit_on_user_error("faig-train"):
-        return train(cfg)
+def _hydra_main(cfg: DictConfig) -> float | None:
+    run_dir, job, group, multirun = _run_names()
+    return run_job("faig-train", run_dir, multirun, lambda: train(cfg, run_dir, job, group))
+
+
+def main() -> None:
+    """Console script ``faig-train``; bad input ends with one line and exit code 2."""
+    main_with_exit_code("faig-train", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -74,21 +74,6 @@ def test_both_stages_one_run_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_multirun_over_blur_sigma_gives_separate_wandb_runs(tmp_path):
-    base = tmp_path / "base"
-    faig_train(tmp_path, "stage=baseline", "logger=none", f"hydra.run.dir={base}")
-    sweep = tmp_path / "sweep"
-    faig_train(tmp_path, "stage=target", f"baseline_ckpt={base}/baseline/net_g.pth", "logger=wandb",
-               "degradation.blur.sigma=1.0,3.0", f"hydra.sweep.dir={sweep}", multirun=True)
-    sigmas = []
-    for job in ("0", "1"):
-        assert (sweep / job / "target" / "net_g.pth").is_file()
-        (wb_run,) = (sweep / job / "wandb").glob("offline-run-*")
-        sigmas.append(wandb_config_value(wb_run, "degradation")["blur"]["sigma"])
-    assert sigmas == [1.0, 3.0]
-
-
-@pytest.mark.slow
 def test_interrupted_run_resumes_from_last_ckpt(tmp_path):
     run = tmp_path / "run"
     faig_train(tmp_path, "stage=baseline", "logger=none", f"hydra.run.dir={run}")
@@ -127,17 +112,65 @@ def test_ddp_two_cpu_processes_and_sharded_attribution(tmp_path):
         assert abs(float(row["psnr"]) - ref_rows[key]) < 1e-3
 
 
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_ckpts")
+    (folder / "empty.pth").write_bytes(b"")
+    (folder / "text.pth").write_text("not a checkpoint\n")
+    return folder
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
+        (["attribution.proportions=[0]"], "attribution.proportions value 0 must be a percentage in (0, 100]"),
+        (["attribution.proportions=[0.1]"], "selects none; use proportions >= 0.8"),
+        (["attribution.methods=[foo]"], "unknown attribution method 'foo'"),
+        (["+attribution.stpes=4"], "unknown attribution setting(s) ['stpes']"),
+        pytest.param(["attribution.device=cuda"], "use attribution.device=cpu", marks=NO_GPU),
+        pytest.param(["trainer=gpu"], "add trainer=cpu", marks=NO_GPU),
+        pytest.param(["experiment=paper_srresnet"], "add trainer=cpu", marks=NO_GPU),
+        (["degradation.noise.prob=1.5"], "noise.prob must be a number in [0, 1]"),
+        (["+trainer.max_steps=2"], "trainer.max_steps would be ignored: set it per stage"),
+        (["+trainer.max_epochs=1"], "trainer.max_epochs would be ignored"),
+        (["+trainer.gradient_clip_vall=1"], "unknown Trainer argument(s) ['gradient_clip_vall']"),
+        (["+target.warmup=10"], "unknown key(s) ['warmup'] in target"),
+        (["target.monitor=val/psnr/jpeg"], "target.monitor=val/psnr/jpeg is not a validation metric"),
         (["stage=target"], "stage=target needs baseline_ckpt"),
         (["stage=target", "baseline_ckpt=/nonexistent/net_g.pth"], "checkpoint not found: /nonexistent/net_g.pth"),
-        (["degradation.noise.prob=1.5"], "prob"),
+        (["stage=target", "baseline_ckpt={ckpts}/empty.pth"], "is empty (0 bytes"),
+        (["stage=target", "baseline_ckpt={ckpts}/text.pth"], "is corrupt, truncated or not a PyTorch file"),
         (["data.gt_size=15"], "gt_size"),
+        (["logger.kind=tensorboard"], "unknown logger kind 'tensorboard'"),
     ],
 )
-def test_bad_input_one_clear_message(tmp_path, overrides, message):
-    proc = faig_train(tmp_path, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", *overrides, check=False)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("faig-train: error:") and message in last, proc.stderr[-3000:]
+def test_bad_input_fails_before_training_with_one_line(tmp_path, bad_checkpoints, overrides, message):
+    """Every setting is checked before the first training step: exit 2, one stderr line, no checkpoint."""
+    run = tmp_path / "run"
+    overrides = [o.format(ckpts=bad_checkpoints) for o in overrides]
+    proc = faig_train(tmp_path, "logger=none", f"hydra.run.dir={run}", *overrides, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("faig-train: error:") and message in lines[0], proc.stderr[-3000:]
+    assert not list(tmp_path.rglob("*.ckpt"))
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    assert message in (run / "train.log").read_text()  # the run folder records the error
+
+
+def test_shorthand_settings_are_lists(monkeypatch):
+    """``proportions=5`` and ``methods=faig`` (no brackets) mean one-element lists; an empty WANDB_MODE is unset."""
+    from hydra import compose, initialize_config_dir
+
+    from faig_lightning.attribution import AttributionSettings
+    from faig_lightning.config import CONF_DIR, plain
+    from faig_lightning.loggers import requested_wandb_mode
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["attribution.proportions=5", "attribution.methods=faig"])
+    settings = AttributionSettings.from_mapping(plain(cfg.attribution))
+    assert settings.proportions == (5.0,) and settings.methods == ("faig",)
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert requested_wandb_mode(None) is None and "WANDB_MODE" not in os.environ

@@ -2,8 +2,8 @@
 
 Typical use::
 
-    from faig_lightning.attribution import run_attribution, write_results
-    result = run_attribution(baseline, target, eval_set, scale=2)
+    from faig_lightning.attribution import AttributionSettings, run_attribution, write_results
+    result = run_attribution(baseline, target, eval_set, scale=2, settings=AttributionSettings(proportions=[1, 5]))
     write_results(result, "outputs/attribution")
 """
 
@@ -17,11 +17,13 @@ from faig_lightning.attribution.metrics import Evaluator, gradient_map, gradient
 from faig_lightning.attribution.panels import Figure2Panel, figure2_panel
 from faig_lightning.attribution.quadrature import RULES, quadrature
 from faig_lightning.attribution.report import masking_markdown, write_results
+from faig_lightning.attribution.settings import AttributionSettings
 
 __all__ = [
     "METHODS",
     "RULES",
     "AttributionResult",
+    "AttributionSettings",
     "Completeness",
     "ConvLayer",
     "EvalItem",

@@ -12,36 +12,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from faig_lightning.attribution.baselines import IG_VARIANTS, abs_filter_change, compute_ig, random_scores
+from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
 from faig_lightning.attribution.evalset import EvalItem
 from faig_lightning.attribution.faig import (
-    DEFAULT_RULE,
-    DEFAULT_STEPS,
-    DEFAULT_TOL,
     Completeness,
     FaigResult,
     Progress,
     ReduceFn,
     compute_faig,
     default_max_batch,
-    step_levels,
 )
 from faig_lightning.attribution.filters import FilterIndex, ranking
 from faig_lightning.attribution.functional import resolve_device
 from faig_lightning.attribution.masking import FilterMasker
-from faig_lightning.attribution.metrics import CHANNELS, Evaluator, default_eval_batch
-from faig_lightning.attribution.quadrature import quadrature
-from faig_lightning.attribution.validation import (
-    check_choice,
-    check_eval_set,
-    check_pair,
-    check_proportions,
-    require_clean,
-    resolve_degradations,
-)
-from faig_lightning.errors import FaigError
+from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
+from faig_lightning.attribution.settings import METHODS, AttributionSettings
+from faig_lightning.attribution.stored import check_same_nets, read_rankings, read_results_summary
+from faig_lightning.attribution.validation import check_eval_set, check_pair, state_fingerprint
 
-METHODS = ("faig", "ig", "abs_filter_change", "random")
+__all__ = ["METHODS", "AttributionResult", "MaskingRow", "run_attribution"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +53,8 @@ class MaskingRow:
 class AttributionResult:
     """Rankings (int64, most discriminative first) and scores (float32) per method and degradation, the masking
     table, unmasked metrics ``{"target"|"baseline": {input: {"psnr", "ssim", "grad_mse_x1000"}}}`` (gradient-map
-    difference vs the target, so 0 for the target), FAIG details, timings, settings."""
+    difference vs the target, so 0 for the target), FAIG details, timings, settings. ``fingerprints`` identify the
+    baseline and target weights; ``reused`` is the summary of the run whose rankings were reused, if any."""
 
     index: FilterIndex
     rankings: dict[str, dict[str, np.ndarray]]
@@ -74,6 +64,8 @@ class AttributionResult:
     faig: FaigResult | None
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    reused: dict[str, Any] | None = None
 
     @property
     def completeness(self) -> dict[str, Completeness]:
@@ -90,111 +82,88 @@ class AttributionResult:
         return self.rankings[method][degradation][: self.index.top_k(proportion)]
 
 
-def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(methods))
-    if not chosen:
-        raise FaigError(f"no attribution method chosen; pick some of {', '.join(METHODS)}")
-    for m in chosen:
-        check_choice("method", m, METHODS)
-    return chosen
-
-
 def run_attribution(
     baseline: nn.Module,
     target: nn.Module,
     eval_set: Sequence[EvalItem],
     *,
     scale: int,
-    methods: Sequence[str] = METHODS,
-    degradations: Sequence[str] | None = None,
-    steps: int | str = DEFAULT_STEPS,
-    rule: str = DEFAULT_RULE,
-    tol: float = DEFAULT_TOL,
-    proportions: Sequence[float] = (1, 3, 5, 10),
-    seed: int = 0,
-    ig_variant: str = "srresnet",
-    channel: str = "grey",
-    device: str | torch.device | None = None,
-    max_batch: int | None = None,
+    settings: AttributionSettings | None = None,
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
+    **changes: Any,
 ) -> AttributionResult:
     """Rank every Conv2d filter of ``target`` for each degradation with each method, then mask and measure.
 
-    ``degradations`` are the ones to rank (default: every name in the eval set except ``"clean"``); the masking
-    table covers every input degradation of the eval set, clean included. ``steps``/``rule``/``tol`` configure
-    FAIG's quadrature (``rule="official", steps=100`` reproduces the paper's code). ``proportions`` (percent)
-    may be empty to skip masking. ``max_batch`` caps the samples per gradient call (FAIG: (degradation, node)
-    samples of one image, vmap-batched; IG: input-path nodes); None picks a per-device default.
+    ``settings`` (default ``AttributionSettings()``) says what to compute; keyword ``changes`` are applied to it
+    (``run_attribution(b, t, s, scale=2, methods=["faig"], steps=8)``) and validated. The ranked degradations
+    default to every eval name but ``"clean"``; the masking table covers every input degradation of the eval set,
+    clean included. With ``settings.rankings_from`` the rankings of that run folder are reused (after checking
+    they were computed on the same baseline and target weights) and only masking is computed.
     ``reduce_fn`` sums tensors over DDP processes (each holds its shard).
     The user's modules are not modified: masking works on one copy of the target made once.
     """
     t_start = time.perf_counter()
-    chosen = _check_methods(methods)
+    cfg = (settings or AttributionSettings()).replace(**changes) if changes else (settings or AttributionSettings())
     check_pair(baseline, target)
     inputs = check_eval_set(eval_set, scale)
-    degs = resolve_degradations(degradations, inputs)
-    props = check_proportions(proportions)
-    check_choice("gradient-map channel", channel, CHANNELS)
-    check_choice("IG variant", ig_variant, IG_VARIANTS)
-    quadrature(rule, step_levels(steps)[0])  # validates rule and steps before any work
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise FaigError(f"seed must be a non-negative integer, got {seed!r}")
-    if "ig" in chosen:
-        require_clean(inputs)
-    dev = resolve_device(device, target)
     index = FilterIndex.from_model(target)
+    cfg.check_filters(len(index))
+    fingerprints = {"baseline": state_fingerprint(baseline), "target": state_fingerprint(target)}
+    dev = resolve_device(cfg.device, target)
     timings: dict[str, float] = {}
-    scores: dict[str, dict[str, np.ndarray]] = {}
-    faig_result = None
+    faig_result, reused = None, None
 
-    for method in chosen:
-        t0 = time.perf_counter()
-        if method == "faig":
-            faig_result = compute_faig(
-                baseline, target, eval_set, scale=scale, degradations=degs, steps=steps, rule=rule, tol=tol,
-                max_batch=max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
-            )  # fmt: skip
-            scores[method] = faig_result.discriminative
-        elif method == "ig":
-            scores[method] = compute_ig(
-                target, eval_set, scale=scale, degradations=degs, variant=ig_variant, max_batch=max_batch,
-                device=dev, reduce_fn=reduce_fn, progress=progress,
-            )  # fmt: skip
-        elif method == "abs_filter_change":
-            change = abs_filter_change(baseline, target)
-            scores[method] = {d: change for d in degs}
-        else:
-            scores[method] = random_scores(len(index), degs, seed)
-        timings[method] = time.perf_counter() - t0
-    rankings = {m: {d: ranking(torch.from_numpy(s)).numpy() for d, s in per.items()} for m, per in scores.items()}
+    if cfg.rankings_from is not None:
+        reused = read_results_summary(cfg.rankings_from)
+        check_same_nets(reused, fingerprints, len(index), cfg.rankings_from)
+        rankings, scores, methods, degs = read_rankings(cfg.rankings_from, reused, cfg)
+    else:
+        methods, degs = list(cfg.methods), cfg.check_inputs(inputs)
+        scores = {}
+        for method in methods:
+            t0 = time.perf_counter()
+            if method == "faig":
+                faig_result = compute_faig(
+                    baseline, target, eval_set, scale=scale, degradations=degs, steps=cfg.steps, rule=cfg.rule,
+                    tol=cfg.tol, max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
+                )  # fmt: skip
+                scores[method] = faig_result.discriminative
+            elif method == "ig":
+                scores[method] = compute_ig(
+                    target, eval_set, scale=scale, degradations=degs, variant=cfg.ig_variant,
+                    max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
+                )  # fmt: skip
+            elif method == "abs_filter_change":
+                change = abs_filter_change(baseline, target)
+                scores[method] = {d: change for d in degs}
+            else:
+                scores[method] = random_scores(len(index), degs, cfg.seed)
+            timings[method] = time.perf_counter() - t0
+        rankings = {m: {d: ranking(torch.from_numpy(s)).numpy() for d, s in per.items()} for m, per in scores.items()}
 
     t0 = time.perf_counter()
     masking, unmasked = _masking_table(
-        baseline, target, eval_set, rankings, index, scale=scale, inputs=inputs, proportions=props,
-        channel=channel, device=dev, reduce_fn=reduce_fn, progress=progress,
+        baseline, target, eval_set, rankings, index, scale=scale, inputs=inputs, proportions=cfg.proportions,
+        channel=cfg.channel, device=dev, reduce_fn=reduce_fn, progress=progress,
     )  # fmt: skip
     timings["masking"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    settings = {
+    settings_out = {
+        **cfg.to_dict(),
+        "requested": cfg.to_dict(),
         "scale": scale,
-        "methods": list(chosen),
+        "methods": methods,
         "degradations": degs,
         "inputs": inputs,
-        "steps": steps,
         "steps_used": faig_result.steps if faig_result is not None else None,
-        "rule": rule,
-        "tol": tol,
-        "proportions": list(props),
-        "seed": seed,
-        "ig_variant": ig_variant,
-        "channel": channel,
         "device": str(dev),
-        "max_batch": max_batch if max_batch is not None else default_max_batch(dev),
+        "max_batch": cfg.max_batch if cfg.max_batch is not None else default_max_batch(dev),
         "num_images": len(eval_set),
         "num_filters": len(index),
     }
-    return AttributionResult(index, rankings, scores, masking, unmasked, faig_result, timings, settings)
+    return AttributionResult(index, rankings, scores, masking, unmasked, faig_result, timings, settings_out,
+                             fingerprints, reused)
 
 
 def _masking_table(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
+import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,8 +18,11 @@ from matplotlib.figure import Figure
 
 from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.attribution.engine import AttributionResult, MaskingRow
+from faig_lightning.attribution.stored import SUMMARY
 
 MASKING_COLUMNS = [f.name for f in fields(MaskingRow)]
+
+log = logging.getLogger(__name__)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -43,10 +49,35 @@ def masking_markdown(rows: list[MaskingRow]) -> str:
     return "\n".join(lines)
 
 
-def print_progress(stage: str, done: int, total: int) -> None:
-    """A ``progress`` callback for ``run_attribution`` that prints about ten lines per stage."""
+def log_progress(stage: str, done: int, total: int) -> None:
+    """A ``progress`` callback for ``run_attribution`` that logs about ten lines per stage."""
     if done == total or done % max(1, total // 10) == 0:
-        print(f"  {stage}: {done}/{total}", flush=True)
+        log.info("  %s: %d/%d", stage, done, total)
+
+
+def headline(result: AttributionResult) -> dict[str, float | int | None]:
+    """Flat headline numbers: per method, proportion and masked degradation the targeted PSNR drop (input = the
+    masked degradation), the other drop (mean over the other ranked degradations' inputs) and their ratio
+    (selectivity; None when the other drop is <= 0); completeness gaps, FAIG steps and unmasked PSNRs."""
+    drop = {(r.method, r.proportion, r.masked_degradation, r.input_degradation): r.psnr_drop for r in result.masking}
+    ranked = list(dict.fromkeys(r.masked_degradation for r in result.masking))
+    out: dict[str, float | int | None] = {}
+    for method, prop, deg in dict.fromkeys((m, p, d) for m, p, d, _ in drop):
+        targeted = drop.get((method, prop, deg, deg))
+        others = [drop[(method, prop, deg, e)] for e in ranked if e != deg and (method, prop, deg, e) in drop]
+        other = sum(others) / len(others) if others else None
+        key = f"attribution/{method}/p{prop:g}/{deg}"
+        out[f"{key}/targeted_drop"] = targeted
+        out[f"{key}/other_drop"] = other
+        out[f"{key}/selectivity"] = targeted / other if targeted is not None and other is not None and other > 0 \
+            else None
+    for deg, comp in result.completeness.items():
+        out[f"attribution/completeness_gap/{deg}"] = comp.gap
+    out["attribution/steps_used"] = result.steps
+    for net, per in result.unmasked.items():
+        for inp, metrics in per.items():
+            out[f"attribution/unmasked/{net}/{inp}/psnr"] = metrics["psnr"]
+    return out
 
 
 def drop_markdown(rows: list[MaskingRow]) -> str:
@@ -97,12 +128,15 @@ def curves_figure(result: AttributionResult) -> Figure:
 
 
 def summary(result: AttributionResult) -> dict:
-    """JSON-ready summary: settings, FAIG completeness and steps, timings, filter count, unmasked metrics."""
+    """JSON-ready summary: settings, weight fingerprints, FAIG completeness and steps, timings, filter count,
+    unmasked metrics. With reused rankings, FAIG details and completeness are those of the run that ranked."""
+    source = result.reused or {}
     return {
         "settings": result.settings,
+        "fingerprints": result.fingerprints,
         "num_filters": len(result.index),
-        "steps_used": result.steps,
-        "faig": None
+        "steps_used": result.steps if result.reused is None else source.get("steps_used"),
+        "faig": source.get("faig")
         if result.faig is None
         else {
             "rule": result.faig.rule,
@@ -110,23 +144,33 @@ def summary(result: AttributionResult) -> dict:
             "converged": result.faig.converged,
             "gradient_evaluations": result.faig.gradient_evaluations,
         },
-        "completeness": {
-            d: {"estimate": c.estimate, "exact": c.exact, "gap": c.gap} for d, c in result.completeness.items()
-        },
+        "completeness": source.get("completeness", {})
+        if result.reused is not None
+        else {d: {"estimate": c.estimate, "exact": c.exact, "gap": c.gap} for d, c in result.completeness.items()},
+        "rankings_from": result.settings.get("rankings_from"),
+        "headline": headline(result),
         "timings_s": result.timings,
         "unmasked": result.unmasked,
     }
 
 
-def write_results(result: AttributionResult, out_dir: str | os.PathLike) -> Path:
-    """Write the result under ``out_dir`` and return it; every file appears complete or not at all.
+def write_results(result: AttributionResult, out_dir: str | os.PathLike,
+                  provenance: dict[str, Any] | None = None) -> Path:
+    """Write the result under ``out_dir`` and return it; the set of files appears complete or not at all.
+
+    Results already in ``out_dir`` are removed first, ``summary.json`` before anything else, so that a folder
+    never mixes two runs' files and a missing ``summary.json`` always means "incomplete":
 
     - ``attribution/<method>/<degradation>_index.txt``: every filter index, one per line, most discriminative
       first (the official format);
     - ``attribution/<method>/<degradation>_scores.npy``: float32 scores;
-    - ``masking.csv`` (if masked), ``curves.png`` (if masked) and ``summary.json``, written last.
+    - ``masking.csv`` (if masked), ``curves.png`` (if masked) and ``summary.json`` (with ``provenance``: where
+      the nets came from), written last.
     """
     out = Path(out_dir)
+    for name in (SUMMARY, "masking.csv", "curves.png"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "attribution", ignore_errors=True)
     for method, per in result.rankings.items():
         for deg, order in per.items():
             folder = out / "attribution" / method
@@ -137,6 +181,7 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike) -> Path
         fig = curves_figure(result)
         with atomic_path(out / "curves.png") as tmp:
             fig.savefig(tmp, format="png", dpi=120)
-    text = json.dumps(summary(result), indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-    atomic_write_text(out / "summary.json", text + "\n")
+    payload = {**summary(result), "provenance": provenance or {}}
+    text = json.dumps(payload, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    atomic_write_text(out / SUMMARY, text + "\n")
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -31,6 +32,16 @@ def check_finite(model: nn.Module, role: str) -> None:
                 f"the {role} model's tensor {name!r} contains NaN or Inf; load a checkpoint saved before training "
                 "diverged"
             )
+
+
+def state_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and values): identifies the weights of a run."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def check_pair(baseline: nn.Module, target: nn.Module) -> None:
@@ -118,13 +129,13 @@ def require_clean(available: Sequence[str]) -> None:
         )
 
 
-def check_proportions(proportions: Iterable[float]) -> tuple[float, ...]:
-    """Masking proportions in percent; each must lie in (0, 100]."""
+def check_proportions(proportions: Iterable[float], name: str = "attribution.proportions") -> tuple[float, ...]:
+    """Masking proportions in percent as floats; each must lie in (0, 100]."""
     values = tuple(proportions)
     for p in values:
         if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 100:
-            raise FaigError(f"proportion {p!r} must be a percentage in (0, 100], e.g. (1, 3, 5, 10)")
-    return values
+            raise FaigError(f"{name} value {p!r} must be a percentage in (0, 100]; e.g. {name}=[1,3,5,10]")
+    return tuple(float(p) for p in values)
 
 
 def check_positive_int(name: str, value: object) -> int:

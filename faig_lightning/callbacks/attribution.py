@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,31 +14,56 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
-from faig_lightning.attribution.report import drop_markdown, print_progress
+from faig_lightning.attribution.report import drop_markdown, headline, log_progress
+from faig_lightning.attribution.settings import AttributionSettings
+from faig_lightning.attribution.stored import results_complete
+from faig_lightning.attribution.validation import state_fingerprint
 from faig_lightning.checkpoints import load_weights
+
+log = logging.getLogger(__name__)
 
 
 class AttributionCallback(Callback):
     """After fit, rank and mask the target's filters and write the results into ``out_dir``.
 
-    Attach it after ``EMAWeightAveraging`` so that the EMA weights are in place when it runs. Under DDP each
-    process takes every ``world_size``-th eval image, the engine sums scores and metrics across processes, and
-    rank 0 writes the files and logs to W&B.
+    Attach it after ``EMAWeightAveraging`` so that the EMA weights are in place when it runs. It runs only when
+    training reached ``max_steps`` and the results in ``out_dir`` are not already complete for these weights and
+    settings. Under DDP each process takes every ``world_size``-th eval image, the engine sums scores and
+    metrics across processes, and rank 0 writes the files and logs to W&B.
     """
 
-    def __init__(self, settings: Mapping[str, Any], baseline_ckpt: str, out_dir: str,
-                 panel_proportion: float = 1.0) -> None:
-        self.settings = dict(settings)
+    def __init__(self, settings: AttributionSettings, baseline_ckpt: str, out_dir: str,
+                 provenance: Mapping[str, Any] | None = None) -> None:
+        self.settings = settings
         self.baseline_ckpt = baseline_ckpt
         self.out_dir = Path(out_dir)
-        self.panel_proportion = panel_proportion
+        self.provenance = dict(provenance or {})
+        self.fingerprints: dict[str, str] | None = None
         self.result: AttributionResult | None = None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_steps > 0 and trainer.global_step < trainer.max_steps:
+            log.warning("training stopped at step %d of %d: no attribution on an unfinished target",
+                        trainer.global_step, trainer.max_steps)
+            return
+        self.run(trainer, pl_module)
+
+    def complete(self) -> bool:
+        """Whether ``out_dir`` holds complete results for the nets and settings of the last ``run``."""
+        return self.fingerprints is not None and results_complete(self.out_dir, self.settings, self.fingerprints)
+
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AttributionResult | None:
+        """Attribute ``pl_module.net`` against the baseline unless complete results exist; returns the result."""
         target = pl_module.net
         was_training = target.training
         target.eval()
         baseline = load_weights(copy.deepcopy(target), self.baseline_ckpt, key="ema").eval()
+        self.fingerprints = {"baseline": state_fingerprint(baseline), "target": state_fingerprint(target)}
+        if results_complete(self.out_dir, self.settings, self.fingerprints):
+            log.info("attribution results in %s are complete for this target and these settings; not recomputed",
+                     self.out_dir)
+            target.train(was_training)
+            return None
         eval_set = trainer.datamodule.eval_set
         rank, world = trainer.global_rank, trainer.world_size
         shard = [eval_set[i] for i in range(rank, len(eval_set), world)]
@@ -46,47 +72,57 @@ class AttributionCallback(Callback):
             return trainer.strategy.reduce(t, reduce_op="sum")
 
         with torch.inference_mode(False), torch.enable_grad():
-            result = run_attribution(baseline, target, shard, scale=pl_module.scale,
+            result = run_attribution(baseline, target, shard, scale=pl_module.scale, settings=self.settings,
                                      reduce_fn=reduce_sum if world > 1 else None,
-                                     progress=print_progress if trainer.is_global_zero else None, **self.settings)
+                                     progress=log_progress if trainer.is_global_zero else None)
         result.settings.update(num_images=len(eval_set), world_size=world, images_per_process=len(shard))
         self.result = result
         if trainer.is_global_zero:
-            write_results(result, self.out_dir)
-            print(f"FAIG results in {self.out_dir}; PSNR drop (dB) when the top filters are masked:")
-            print(drop_markdown(result.masking))
+            write_results(result, self.out_dir, self.provenance)
+            log.info("FAIG results in %s; PSNR drop (dB) when the top filters are masked:\n%s", self.out_dir,
+                     drop_markdown(result.masking))
             if isinstance(trainer.logger, WandbLogger):
                 self._log_wandb(trainer.logger, result, baseline, target, eval_set[0], pl_module.scale)
         trainer.strategy.barrier()
         target.train(was_training)
+        return result
 
     def _log_wandb(self, logger: WandbLogger, result: AttributionResult, baseline: torch.nn.Module,
                    target: torch.nn.Module, item: Mapping[str, Any], scale: int) -> None:
-        """Masked-PSNR curves, the masking table, Figure-2 panels and completeness gaps."""
+        """The masking table as scalars over ``attribution/masked_percent`` (W&B overlays them across runs),
+        headline numbers in the run summary, the table, curves image, Figure-2 panels and the result files as an
+        artifact."""
         import wandb
 
-        rows = [list(vars(r).values()) for r in result.masking]
+        run = logger.experiment
+        run.define_metric("attribution/masked_percent")
+        for method in result.rankings:
+            run.define_metric(f"attribution/{method}/*", step_metric="attribution/masked_percent")
+        for prop in sorted({r.proportion for r in result.masking}):
+            row: dict[str, Any] = {"attribution/masked_percent": prop}
+            for r in (r for r in result.masking if r.proportion == prop):
+                key = f"attribution/{r.method}/mask_{r.masked_degradation}/{r.input_degradation}"
+                row[f"{key}/psnr_drop"] = r.psnr_drop
+                row[f"{key}/psnr"] = r.psnr
+            run.log(row)
+        run.summary.update(headline(result))
         columns = list(vars(result.masking[0])) if result.masking else []
-        table = wandb.Table(columns=columns, data=rows)
-        payload: dict[str, Any] = {"attribution/masking": table,
-                                   "attribution/curves": wandb.Image(str(self.out_dir / "curves.png"))}
-        for mdeg in {r.masked_degradation for r in result.masking}:
-            for inp in {r.input_degradation for r in result.masking}:
-                sel = [r for r in result.masking if r.masked_degradation == mdeg and r.input_degradation == inp]
-                methods = sorted({r.method for r in sel})
-                props = sorted({r.proportion for r in sel})
-                ys = [[next(r.psnr for r in sel if r.method == m and r.proportion == p) for p in props]
-                      for m in methods]
-                role = "targeted" if inp == mdeg else "other"
-                payload[f"attribution/psnr_mask_{mdeg}_on_{inp}"] = wandb.plot.line_series(
-                    xs=props, ys=ys, keys=methods, title=f"mask {mdeg} filters, {inp} input ({role})",
-                    xname="masked filters (%)")
+        payload: dict[str, Any] = {
+            "attribution/masking": wandb.Table(columns=columns, data=[list(vars(r).values()) for r in result.masking])
+        }
+        if (self.out_dir / "curves.png").is_file():
+            payload["attribution/curves"] = wandb.Image(str(self.out_dir / "curves.png"))
         if "faig" in result.rankings:
             panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=scale,
-                                  proportion=self.panel_proportion)
-            for inp, row in panel.rows.items():
-                grid = torch.cat(list(row), dim=2)
+                                  proportion=self.settings.panel_proportion)
+            for inp, images in panel.rows.items():
+                grid = torch.cat(list(images), dim=2)
                 payload[f"attribution/figure2/{inp}"] = wandb.Image(grid, caption=" | ".join(panel.columns))
-        for deg, comp in result.completeness.items():
-            payload[f"attribution/completeness_gap/{deg}"] = comp.gap
-        logger.experiment.log(payload)
+        run.log(payload)
+        artifact = wandb.Artifact(f"attribution-{run.id}", type="attribution",
+                                  description="FAIG rankings, scores, masking table and summary of this run")
+        for name in ("masking.csv", "summary.json", "curves.png"):
+            if (self.out_dir / name).is_file():
+                artifact.add_file(str(self.out_dir / name))
+        artifact.add_dir(str(self.out_dir / "attribution"), name="attribution")
+        run.log_artifact(artifact)

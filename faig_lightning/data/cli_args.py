@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
+from faig_lightning.cli import USER_ERROR_EXIT, report_user_error
 from faig_lightning.errors import FaigError
 
 REQUIRED = object()
@@ -41,7 +42,7 @@ def parse_key_values(argv: Sequence[str], defaults: Mapping[str, object], prog: 
 def run_cli(
     prog: str, doc: str, defaults: Mapping[str, object], run: Callable[..., object], argv: Sequence[str] | None
 ) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), call ``run(**values)``; a FaigError prints and returns 2."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), call ``run(**values)``; a FaigError is one line and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(args):
         print(doc.strip() + "\n\n" + usage_text(prog, defaults))
@@ -49,6 +50,6 @@ def run_cli(
     try:
         run(**parse_key_values(args, defaults, prog))
     except FaigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        report_user_error(prog.rsplit(".", 1)[-1].replace("_", "-"), err)
+        return USER_ERROR_EXIT
     return 0

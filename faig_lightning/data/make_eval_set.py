@@ -36,6 +36,10 @@ def make_eval_set(
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the four folders and print the Hydra overrides that evaluate on them; returns their paths."""
+    gt_root, out_root = Path(gt_dir).resolve(), Path(out_dir).resolve()
+    if out_root == gt_root or gt_root in out_root.parents:
+        raise FaigError(f"out_dir '{out_root}' lies inside gt_dir '{gt_root}': later runs would read the generated "
+                        "images as ground truth; choose an out_dir outside gt_dir")
     if not isinstance(blur_kernel_size, int) or isinstance(blur_kernel_size, bool):
         raise FaigError(f"blur_kernel_size must be an odd int such as 21, got {blur_kernel_size!r}")
     degradations = {

@@ -2,8 +2,9 @@
 
 Crop origins along each axis are ``0, step, 2*step, ...`` while a full crop fits, plus one crop snapped to the
 far border when the uncovered remainder is larger than ``thresh_size``. Image ``a/b.png`` gives
-``out_dir/a/b_s001.png, b_s002.png, ...`` in row-major order. Each PNG is written atomically, so an interrupted
-run leaves only complete files; rerunning rewrites them all.
+``out_dir/a/b_s001.png, b_s002.png, ...`` in row-major order. Everything is written into a temporary sibling
+folder renamed to ``out_dir`` when complete, so an interrupted run leaves no ``out_dir`` and old and new crops
+never mix: ``out_dir`` must not exist yet (or be empty).
 
 Usage::
 
@@ -14,6 +15,8 @@ Usage::
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from functools import partial
 from itertools import product
@@ -66,7 +69,30 @@ def extract_subimages(
     src, dst = Path(in_dir).resolve(), Path(out_dir).resolve()
     if dst == src or src in dst.parents:
         raise FaigError(f"out_dir '{dst}' lies inside in_dir '{src}'; choose an out_dir outside it")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise FaigError(f"out_dir '{dst}' already exists and is not empty: new crops would mix with old ones; delete "
+                        "it or choose another out_dir")
     files = list_images(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        counts = _extract_all(files, src, tmp, crop_size, step, thresh_size, workers)
+        if dst.exists():
+            dst.rmdir()
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    skipped = [str(p.relative_to(src)) for p, n in zip(files, counts, strict=True) if n == 0]
+    print(f"wrote {sum(counts)} sub-images of {crop_size}x{crop_size} from {len(files)} images to {dst}")
+    if skipped:
+        print(f"skipped {len(skipped)} image(s) smaller than {crop_size}: {skipped[:5]}")
+    return {"images": len(files), "crops": sum(counts), "skipped": skipped}
+
+
+def _extract_all(files: list[Path], src: Path, dst: Path, crop_size: int, step: int, thresh_size: int,
+                 workers: int) -> list[int]:
+    """Crop every file into ``dst`` with ``workers`` processes; the number of crops per file, in order."""
     job = partial(extract_image, in_dir=src, out_dir=dst, crop_size=crop_size, step=step, thresh_size=thresh_size)
     every = max(1, len(files) // 20)
     counts: list[int] = []
@@ -83,11 +109,7 @@ def extract_subimages(
         with Pool(workers) as pool:
             for n in pool.imap(job, files):
                 report(n)
-    skipped = [str(p.relative_to(src)) for p, n in zip(files, counts, strict=True) if n == 0]
-    print(f"wrote {sum(counts)} sub-images of {crop_size}x{crop_size} from {len(files)} images to {dst}")
-    if skipped:
-        print(f"skipped {len(skipped)} image(s) smaller than {crop_size}: {skipped[:5]}")
-    return {"images": len(files), "crops": sum(counts), "skipped": skipped}
+    return counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,164 @@
+"""The one settings object of an attribution run, validated once when it is built.
+
+``faig-train`` (its callback), ``faig-attribute`` and ``run_attribution`` all take an ``AttributionSettings``;
+``AttributionSettings.from_mapping`` builds it from a config node (Hydra's ``attribution`` group) and turns
+shorthand a command line produces (``proportions=5``, ``methods=faig``) into lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from faig_lightning.attribution.baselines import IG_VARIANTS
+from faig_lightning.attribution.faig import DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
+from faig_lightning.attribution.metrics import CHANNELS
+from faig_lightning.attribution.quadrature import RULES
+from faig_lightning.attribution.validation import check_proportions, require_clean, resolve_degradations
+from faig_lightning.errors import FaigError
+
+METHODS = ("faig", "ig", "abs_filter_change", "random")
+CONFIG_ONLY_KEYS = ("enabled",)
+"""Keys of the ``attribution`` config group that switch the callback and are not engine settings."""
+
+
+def _as_list(value: Any) -> list:
+    """A list from a list/tuple, or a one-element list from a scalar (``proportions=5`` on a command line)."""
+    if value is None:
+        return []
+    if isinstance(value, str | int | float | bool):
+        return [value]
+    return list(value)
+
+
+def _check_int(key: str, value: Any, minimum: int, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FaigError(f"attribution.{key} must be an integer >= {minimum}, got {value!r}; e.g. {example}")
+    return value
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    """What to rank, how to integrate, what to mask and where to compute.
+
+    - ``methods``: among ``METHODS``; ``degradations``: the ranked ones (None = every eval degradation but clean);
+    - ``rule``/``steps``/``tol``: FAIG's quadrature (``official``/100 reproduces the paper's code; ``steps="auto"``
+      doubles from 8 nodes until the completeness gap is below ``tol``);
+    - ``proportions``: masked percentages in (0, 100] (empty: no masking); ``seed``: the random baseline;
+    - ``ig_variant``, ``channel``: the official IG variant and gradient-map channel;
+    - ``max_batch``: samples per gradient call (None = per-device default); ``device``: None = the target's;
+    - ``panel_proportion``: the proportion shown in Figure-2 panels;
+    - ``rankings_from``: a run folder whose rankings are reused (only masking is computed).
+    """
+
+    methods: tuple[str, ...] = METHODS
+    degradations: tuple[str, ...] | None = None
+    rule: str = DEFAULT_RULE
+    steps: int | str = DEFAULT_STEPS
+    tol: float = DEFAULT_TOL
+    proportions: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
+    seed: int = 0
+    ig_variant: str = "srresnet"
+    channel: str = "grey"
+    max_batch: int | None = None
+    device: str | None = None
+    panel_proportion: float = 1.0
+    rankings_from: str | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        methods = tuple(dict.fromkeys(str(m) for m in _as_list(self.methods)))
+        if not methods:
+            raise FaigError(f"no attribution method chosen; set attribution.methods to some of {list(METHODS)}")
+        for m in methods:
+            if m not in METHODS:
+                raise FaigError(f"unknown attribution method {m!r}; choose among {list(METHODS)}, e.g. "
+                                "attribution.methods=[faig,random]")
+        set_(self, "methods", methods)
+        if self.degradations is not None:
+            degs = tuple(dict.fromkeys(str(d) for d in _as_list(self.degradations)))
+            if not degs:
+                raise FaigError("attribution.degradations is empty; leave it null (every eval degradation but clean) "
+                                "or name some, e.g. [blur,noise]")
+            set_(self, "degradations", degs)
+        if self.rule not in RULES:
+            raise FaigError(f"unknown quadrature rule attribution.rule={self.rule!r}; choose among {list(RULES)}")
+        if self.steps != "auto":
+            _check_int("steps", self.steps, 1, "attribution.steps=100 (or auto)")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, int | float) or not 0 < self.tol < math.inf:
+            raise FaigError(f"attribution.tol must be a number > 0, got {self.tol!r}; e.g. attribution.tol=0.01")
+        set_(self, "tol", float(self.tol))
+        set_(self, "proportions", check_proportions(_as_list(self.proportions)))
+        if isinstance(self.panel_proportion, list | tuple):
+            raise FaigError(f"attribution.panel_proportion must be one percentage, got {self.panel_proportion!r}")
+        set_(self, "panel_proportion", check_proportions([self.panel_proportion], "attribution.panel_proportion")[0])
+        _check_int("seed", self.seed, 0, "attribution.seed=0")
+        if self.ig_variant not in IG_VARIANTS:
+            raise FaigError(f"unknown attribution.ig_variant={self.ig_variant!r}; choose among {list(IG_VARIANTS)}")
+        if self.channel not in CHANNELS:
+            raise FaigError(f"unknown attribution.channel={self.channel!r}; choose among {list(CHANNELS)}")
+        if self.max_batch is not None:
+            _check_int("max_batch", self.max_batch, 1, "attribution.max_batch=8 (or null for the default)")
+        set_(self, "device", check_device(self.device))
+        if self.rankings_from is not None:
+            set_(self, "rankings_from", str(self.rankings_from))
+
+    @classmethod
+    def from_mapping(cls, node: Mapping[str, Any] | None) -> AttributionSettings:
+        """Build from a plain mapping (an ``attribution`` config node); unknown keys are refused."""
+        values = {k: v for k, v in dict(node or {}).items() if k not in CONFIG_ONLY_KEYS}
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise FaigError(f"unknown attribution setting(s) {unknown}; valid keys are {known}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> AttributionSettings:
+        """A validated copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (lists instead of tuples)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def check_filters(self, num_filters: int) -> None:
+        """Raise when a proportion selects no filter of a net with ``num_filters`` filters (``int(N * p / 100)``)."""
+        for p in (*self.proportions, self.panel_proportion):
+            if int(num_filters * p / 100) < 1:
+                smallest = math.ceil(100 * 10 / num_filters) / 10
+                raise FaigError(f"masking {p:g} % of this net's {num_filters} filters selects none; use proportions "
+                                f">= {smallest:g} (attribution.proportions)")
+
+    def check_inputs(self, available: Sequence[str]) -> list[str]:
+        """The ranked degradations given the eval set's ``available`` names; raise what the methods cannot use."""
+        degs = resolve_degradations(self.degradations, available)
+        if "ig" in self.methods:
+            require_clean(available)
+        return degs
+
+
+def check_device(device: Any) -> str | None:
+    """``device`` as a string after checking it names a device this machine has (None stays None)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, TypeError) as exc:
+        raise FaigError(f"attribution.device={device!r} is not a device; use cpu, cuda or cuda:N (or null for the "
+                        "target's device)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FaigError(f"attribution.device={device} but no CUDA GPU is visible; use attribution.device=cpu "
+                            "(or null for the target's device)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FaigError(f"attribution.device={device} but only {torch.cuda.device_count()} CUDA device(s) "
+                            "exist; pick another index")
+    elif dev.type not in ("cpu", "mps"):
+        raise FaigError(f"attribution.device={device} is not supported; use cpu or cuda")
+    return str(dev)

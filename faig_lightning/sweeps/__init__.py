@@ -1,0 +1,25 @@
+"""Cross-run summaries of sweeps: tables, plots and an optional W&B summary run (``faig-summarize``)."""
+
+from faig_lightning.sweeps.summarize import (
+    Overlap,
+    RunRecord,
+    find_runs,
+    load_run,
+    log_to_wandb,
+    overlaps,
+    read_overrides,
+    summarize,
+    swept_keys,
+)
+
+__all__ = [
+    "Overlap",
+    "RunRecord",
+    "find_runs",
+    "load_run",
+    "log_to_wandb",
+    "overlaps",
+    "read_overrides",
+    "summarize",
+    "swept_keys",
+]

@@ -1,0 +1,358 @@
+"""Summarize a sweep: find its run folders, read their status and results, and write cross-run tables and plots.
+
+Reads what ``faig-train`` / ``faig-attribute`` leave in a run folder (``.hydra/overrides.yaml``, ``status.json``,
+``summary.json``, ``masking.csv``, ``attribution/faig/<degradation>_index.txt``) and writes ``runs.csv``,
+``summary.csv``, ``overlap.csv``, PNG plots and ``sweep_summary.json`` into one folder, each file atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from faig_lightning.atomic import atomic_write_text
+from faig_lightning.errors import FaigError
+from faig_lightning.sweeps import plots
+
+log = logging.getLogger(__name__)
+
+COMPLETE, FAILED, INCOMPLETE = "complete", "failed", "incomplete"
+WANDB_CHOICES = ("auto", "off")
+OVERLAP_COLUMNS = ["degradation", "proportion", "run_a", "run_b", "jaccard", "top_k"]
+
+
+@dataclass
+class RunRecord:
+    """One run folder: its name in the tables, status, overrides and (when complete) attribution results."""
+
+    name: str
+    path: Path
+    status: str
+    reason: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)
+    masking_columns: list[str] = field(default_factory=list)
+    masking: list[dict[str, str]] = field(default_factory=list)  # masking.csv rows, values as the exact strings
+    summary: dict[str, Any] = field(default_factory=dict)  # the attribution summary.json
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+    @property
+    def num_filters(self) -> int | None:
+        return self.summary.get("num_filters")
+
+    @property
+    def proportions(self) -> list[float]:
+        return [float(p) for p in self.summary.get("settings", {}).get("proportions", [])]
+
+    def faig_index(self, degradation: str) -> Path:
+        """The FAIG ranking file of ``degradation`` (every filter index, most discriminative first)."""
+        return self.path / "attribution" / "faig" / f"{degradation}_index.txt"
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Jaccard overlap of two runs' top-``proportion`` % FAIG filter sets; ``None`` when not comparable."""
+
+    degradation: str
+    proportion: float
+    run_a: str
+    run_b: str
+    jaccard: float | None
+    top_k: int | None
+
+
+# --- discovery -------------------------------------------------------------------------------------------------
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / ".hydra").is_dir()
+
+
+def _job_order(folder: Path) -> tuple[int, int, str]:
+    return (0, int(folder.name), "") if folder.name.isdigit() else (1, 0, folder.name)
+
+
+def find_runs(dirs: Sequence[str | os.PathLike]) -> list[RunRecord]:
+    """The runs in ``dirs``, each a run folder (with ``.hydra/``) or a sweep folder holding run folders.
+
+    Runs keep the order of ``dirs``; a sweep's jobs are sorted numerically. A run is named by its path relative to
+    the common parent of all runs' folders (a sweep's job number when there is one sweep). Raises ``FaigError`` for
+    a missing folder or one without runs.
+    """
+    if not dirs:
+        raise FaigError("no folder given — pass a sweep folder (with 0/, 1/, …) or run folders (with .hydra/)")
+    paths: list[Path] = []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise FaigError(f"no such folder: {d} — pass a sweep folder (with 0/, 1/, …) or a run folder")
+        found = [d] if _is_run(d) else sorted((s for s in d.iterdir() if s.is_dir() and _is_run(s)), key=_job_order)
+        if not found:
+            raise FaigError(f"no runs in {d}: neither it nor its subfolders have .hydra/ — pass the folder that "
+                            "faig-train or faig-attribute wrote (a run folder, or a multirun folder with 0/, 1/, …)")
+        paths += [p.resolve() for p in found if p.resolve() not in paths]
+    parent = Path(os.path.commonpath([p.parent for p in paths]))
+    return [load_run(p, p.relative_to(parent).as_posix()) for p in paths]
+
+
+def read_overrides(run_dir: str | os.PathLike) -> dict[str, str]:
+    """``key -> value`` from ``.hydra/overrides.yaml``: ``+``/``++``/``~`` prefixes stripped, ``hydra.*`` left out."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    overrides = {}
+    for item in yaml.safe_load(path.read_text()) or []:
+        key, sep, value = str(item).lstrip("+~").partition("=")
+        if sep and not key.startswith("hydra."):
+            overrides[key] = value
+    return overrides
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _run_status(run_dir: Path) -> tuple[str, str]:
+    """``(status, reason)`` of a run folder; the reason is empty for a complete run."""
+    status_file = run_dir / "status.json"
+    if status_file.exists():
+        info = _read_json(status_file)
+        if info is None:
+            return INCOMPLETE, "status.json is unreadable"
+        recorded = info.get("status")
+        if recorded == FAILED:
+            return FAILED, str(info.get("error") or "failed (status.json records no error)")
+        if recorded == "running":
+            return INCOMPLETE, "interrupted or still running (status.json says running)"
+        if recorded != COMPLETE:
+            return INCOMPLETE, f"unknown status {recorded!r} in status.json"
+    if not (run_dir / "summary.json").is_file():
+        return INCOMPLETE, "no attribution results (summary.json missing)"
+    if not (run_dir / "masking.csv").is_file():
+        return INCOMPLETE, "no attribution results (masking.csv missing)"
+    return COMPLETE, ""
+
+
+def load_run(run_dir: str | os.PathLike, name: str) -> RunRecord:
+    """Read one run folder: overrides, status and, when complete, ``summary.json`` and ``masking.csv``."""
+    path = Path(run_dir)
+    status, reason = _run_status(path)
+    run = RunRecord(name=name, path=path, status=status, reason=reason, overrides=read_overrides(path))
+    if status != COMPLETE:
+        return run
+    summary = _read_json(path / "summary.json")
+    if summary is None or "num_filters" not in summary:
+        run.status, run.reason = INCOMPLETE, "summary.json is not an attribution summary"
+        return run
+    with open(path / "masking.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        run.masking = list(reader)
+        run.masking_columns = list(reader.fieldnames or [])
+    run.summary = summary
+    return run
+
+
+def swept_keys(runs: Sequence[RunRecord]) -> list[str]:
+    """Override keys whose value differs between runs or is missing in some, in order of first appearance."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
+    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+
+
+# --- tables ----------------------------------------------------------------------------------------------------
+
+
+def _csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def runs_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """``runs.csv``: one row per run with its status, reason and swept override values."""
+    columns = ["run", "path", "status", "reason", *keys]
+    return columns, [[r.name, str(r.path), r.status, r.reason, *(r.overrides.get(k, "") for k in keys)] for r in runs]
+
+
+def summary_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """``summary.csv``: every masking.csv row of every run (exact strings); one empty row for a run without."""
+    masking_columns = list(dict.fromkeys(c for r in runs for c in r.masking_columns))
+    columns = ["run", "status", *keys, *masking_columns]
+    rows = []
+    for run in runs:
+        head = [run.name, run.status, *(run.overrides.get(k, "") for k in keys)]
+        for row in run.masking or [{}]:
+            rows.append(head + [row.get(c) or "" for c in masking_columns])
+    return columns, rows
+
+
+def _degradations(run: RunRecord) -> list[str]:
+    return [str(d) for d in run.summary.get("settings", {}).get("degradations", [])]
+
+
+def _top_sets(runs: Sequence[RunRecord]) -> dict[tuple[str, str], dict[float, frozenset[int]]]:
+    """Top-p % FAIG filter sets per (run, degradation) and proportion p: the first ``int(N * p / 100)`` indices."""
+    sets = {}
+    for run in runs:
+        for deg in _degradations(run):
+            if run.faig_index(deg).is_file():
+                order = run.faig_index(deg).read_text().split()
+                sets[run.name, deg] = {
+                    p: frozenset(int(i) for i in order[: int(run.num_filters * p / 100)]) for p in run.proportions
+                }
+    return sets
+
+
+def overlaps(runs: Sequence[RunRecord]) -> list[Overlap]:
+    """Jaccard overlap of the top-p % FAIG filters for every ordered pair of complete runs (a run with itself too).
+
+    Per degradation ranked by both runs and proportion listed by both; pairs of different nets (filter counts) and
+    empty top sets get ``jaccard=None``.
+    """
+    done = [r for r in runs if r.complete]
+    sets = _top_sets(done)
+    result = []
+    for deg in dict.fromkeys(d for _, d in sets):
+        ranked = [r for r in done if (r.name, deg) in sets]
+        for p in dict.fromkeys(p for r in ranked for p in sets[r.name, deg]):
+            for a in ranked:
+                for b in ranked:
+                    set_a, set_b = sets[a.name, deg].get(p), sets[b.name, deg].get(p)
+                    if set_a is None or set_b is None:
+                        continue
+                    same_net = a.num_filters == b.num_filters
+                    k = int(a.num_filters * p / 100) if same_net else None
+                    jaccard = len(set_a & set_b) / len(set_a | set_b) if same_net and k else None
+                    result.append(Overlap(deg, p, a.name, b.name, jaccard, k))
+    return result
+
+
+def overlap_table(rows: Sequence[Overlap]) -> tuple[list[str], list[list[Any]]]:
+    """``overlap.csv``: one row per (degradation, proportion, run pair); empty jaccard when not comparable."""
+    return OVERLAP_COLUMNS, [
+        [o.degradation, f"{o.proportion:g}", o.run_a, o.run_b, "" if o.jaccard is None else repr(o.jaccard),
+         "" if o.top_k is None else o.top_k]
+        for o in rows
+    ]
+
+
+# --- writing ---------------------------------------------------------------------------------------------------
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
+
+
+def _write_plots(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: Sequence[Overlap],
+                 out: Path) -> list[Path]:
+    done = [r for r in runs if r.complete]
+    if not done:
+        return []
+    written = []
+    for key in (k for k in keys if any(k in r.overrides for r in done)):
+        path = out / f"drop_vs_{_file_name(key)}.png"
+        written.append(plots.save_png(plots.drop_vs_figure(done, key), path))
+    for method in dict.fromkeys(row["method"] for r in done for row in r.masking):
+        path = out / f"curves_{_file_name(method)}.png"
+        written.append(plots.save_png(plots.curves_figure(done, method, keys), path))
+    for deg, p in dict.fromkeys((o.degradation, o.proportion) for o in overlap_rows):
+        path = out / f"overlap_{_file_name(deg)}_p{p:g}.png"
+        cells = [o for o in overlap_rows if o.degradation == deg and o.proportion == p]
+        written.append(plots.save_png(plots.overlap_figure(cells, f"FAIG top {p:g}% filters, {deg}"), path))
+    return written
+
+
+def _wandb_table(path: Path) -> Any:
+    import wandb
+
+    def cell(text: str) -> Any:
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return text
+
+    with open(path, newline="") as fh:
+        columns, *rows = list(csv.reader(fh))
+    return wandb.Table(columns=columns, data=[[cell(c) for c in row] for row in rows], allow_mixed_types=True)
+
+
+def log_to_wandb(runs: Sequence[RunRecord], out: Path, group: str, files: Sequence[Path]) -> Path | None:
+    """Log the tables and PNGs as one W&B run when the runs logged to W&B (``logger.kind: wandb``).
+
+    Uses the logger settings of the first complete run's ``.hydra/config.yaml``; ``WANDB_MODE`` wins over its mode.
+    Returns the W&B run folder, or ``None`` when the runs did not use W&B.
+    """
+    source = next((r for r in runs if r.complete), runs[0])
+    config_file = source.path / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
+    logger = (config or {}).get("logger") or {}
+    if logger.get("kind") != "wandb":
+        return None
+    import wandb
+
+    from faig_lightning.loggers import resolve_wandb_mode
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run = wandb.init(project=logger.get("project") or "faig-lightning", entity=logger.get("entity"), group=group,
+                     name=f"{group}-summary", job_type="summary", dir=str(out),
+                     mode=resolve_wandb_mode(logger.get("mode")), reinit=True)
+    data: dict[str, Any] = {f"sweep/{s}": _wandb_table(out / f"{s}.csv") for s in ("summary", "overlap", "runs")}
+    data |= {f"sweep/{f.stem}": wandb.Image(str(f)) for f in files if f.suffix == ".png"}
+    run.log(data)
+    run_dir = Path(run.dir).parent
+    run.finish()
+    return run_dir
+
+
+def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
+              wandb: str = "auto") -> Path:
+    """Write the cross-run summary of the runs in ``dirs`` into ``out_dir`` and return it.
+
+    ``out_dir`` defaults to the folder given when there is only one. ``wandb="auto"`` also logs the summary to W&B
+    when the runs did; ``"off"`` never does. Failed and incomplete runs are listed in every table.
+    """
+    if wandb not in WANDB_CHOICES:
+        raise FaigError(f"unknown wandb choice {wandb!r} — use one of {WANDB_CHOICES}")
+    if out_dir is None and len(dirs) > 1:
+        raise FaigError(f"{len(dirs)} folders given — name the output folder (--out OUT / out_dir=…)")
+    runs = find_runs(dirs)
+    out = Path(dirs[0] if out_dir is None else out_dir)
+    if out.exists() and not out.is_dir():
+        raise FaigError(f"output {out} is a file — pass a folder (--out OUT / out_dir=…)")
+    for run in runs:
+        log.info("%s: %s%s", run.name, run.status, f" — {run.reason}" if run.reason else "")
+    keys = swept_keys(runs)
+    overlap_rows = overlaps(runs)
+    tables = {
+        "runs.csv": runs_table(runs, keys),
+        "summary.csv": summary_table(runs, keys),
+        "overlap.csv": overlap_table(overlap_rows),
+    }
+    files = [atomic_write_text(out / name, _csv_text(*table)) for name, table in tables.items()]
+    files += _write_plots(runs, keys, overlap_rows, out)
+    counts = {s: sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
+    info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files]}
+    files.append(atomic_write_text(out / "sweep_summary.json", json.dumps(info, indent=2) + "\n"))
+    log.info("wrote %d files to %s: %s", len(files), out, ", ".join(f.name for f in files))
+    if wandb == "auto":
+        group = Path(dirs[0]).resolve().name if len(dirs) == 1 else out.resolve().name
+        wandb_dir = log_to_wandb(runs, out, group, files)
+        if wandb_dir is not None:
+            log.info("logged the summary to W&B (%s)", wandb_dir)
+    return out
