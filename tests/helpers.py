@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +36,56 @@ def make_pair(net: nn.Module, seed: int = 0, strength: float = 0.3) -> tuple[nn.
         for p in target.parameters():
             p.add_(strength * torch.randn_like(p) * (p.abs().mean() + 0.01))
     return baseline, target
+
+
+TINY = [
+    "model=srresnet_small", "model.num_feat=4", "model.num_block=1",
+    "data.batch_size=2", "data.gt_size=16", "data.eval.photos=[chelsea]",
+    "baseline.max_steps=4", "baseline.val_every=2", "target.max_steps=4", "target.val_every=2",
+    "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "eval.log_images=false",
+]
+"""A two-stage run in seconds: a 4-feature MSRResNet, 4 steps per stage, one eval photo."""
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment of a CLI subprocess: offline W&B, outputs and caches under ``tmp_path``, one thread."""
+    return {**os.environ, "WANDB_MODE": "offline", "FAIG_CACHE_DIR": str(tmp_path / "cache"),
+            "FAIG_OUTPUT_DIR": str(tmp_path / "outputs"), "OMP_NUM_THREADS": "1"}
+
+
+def run_cli(tmp_path: Path, module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m <module> args`` with ``cli_env``; raises with the output tails when ``check`` and it fails."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=cli_env(tmp_path), timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def faig_train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True
+               ) -> subprocess.CompletedProcess:
+    """``faig-train`` on the ``TINY`` config plus ``overrides``."""
+    return run_cli(tmp_path, "faig_lightning.train", *(["-m"] if multirun else []), *TINY, *overrides, check=check)
+
+
+def wandb_config_value(run_dir: Path, key: str) -> object:
+    """A config value of an offline W&B run, read from its protobuf log: the item's key field is followed by its
+    ``value_json`` field (a varint tag, a varint length, then the JSON text)."""
+    (log,) = run_dir.glob("*.wandb")
+    data = log.read_bytes()
+    pos = data.index(bytes([len(key)]) + key.encode()) + 1 + len(key)
+
+    def varint() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    varint()  # the field tag
+    length = varint()
+    return json.loads(data[pos : pos + length])

@@ -5,44 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import faig_train
 
 from faig_lightning.attribution import run_attribution
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.data import build_eval_set
 from faig_lightning.nets import MSRResNet
-
-TINY = [
-    "model=srresnet_small", "model.num_feat=4", "model.num_block=1",
-    "data.batch_size=2", "data.gt_size=16", "data.eval.photos=[chelsea]",
-    "baseline.max_steps=4", "baseline.val_every=2", "target.max_steps=4", "target.val_every=2",
-    "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "eval.log_images=false",
-]
-
-
-def wandb_config_value(run_dir: Path, key: str) -> object:
-    """A top-level config value of an offline W&B run, read from its protobuf log (JSON-encoded values)."""
-    (log,) = run_dir.glob("*.wandb")
-    data = log.read_bytes()
-    tag = bytes([len(key)]) + key.encode()  # protobuf string field: length byte + key
-    start = data.index(b"{", data.index(tag))
-    return json.JSONDecoder().raw_decode(data[start:].decode("utf-8", "replace"))[0]
-
-
-def faig_train(tmp_path: Path, *overrides: str, multirun: bool = False, check: bool = True):
-    env = {**os.environ, "WANDB_MODE": "offline", "FAIG_CACHE_DIR": str(tmp_path / "cache"),
-           "FAIG_OUTPUT_DIR": str(tmp_path / "outputs"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "faig_lightning.train", *(["-m"] if multirun else []), *TINY, *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"faig-train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
 
 
 @pytest.mark.slow
