@@ -269,6 +269,28 @@ def test_subimages_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "crop_size=480 step=240" in capsys.readouterr().out
 
 
+def test_subimages_never_mix_old_and_new_crops(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A non-empty out_dir is refused (one line, exit 2); an interrupted run leaves no out_dir at all."""
+    save(tmp_path / "in/a.png", rand_img(64, 64))
+    save(tmp_path / "out/old_s001.png", rand_img(32, 32))
+    assert subimages.main([f"in_dir={tmp_path / 'in'}", f"out_dir={tmp_path / 'out'}", "crop_size=32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("faig-extract-subimages: error: out_dir") and "not empty" in err[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["old_s001.png"]
+    (tmp_path / "empty").mkdir()
+    assert subimages.extract_subimages(tmp_path / "in", tmp_path / "empty", crop_size=32, step=32, workers=0)[
+        "crops"] == 4
+
+    def crash(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subimages, "extract_image", crash)
+        with pytest.raises(KeyboardInterrupt):
+            subimages.extract_subimages(tmp_path / "in", tmp_path / "new", crop_size=32, workers=0)
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new.*"))
+
+
 @pytest.mark.slow
 def test_subimages_process_pool_matches_serial(tmp_path: Path) -> None:
     for k in range(3):

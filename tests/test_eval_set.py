@@ -227,3 +227,8 @@ def test_make_eval_set_cli(tmp_path: Path, gt_dir: Path, gt_images: dict, capsys
     assert make_eval_set_module.main([f"gt_dir={gt_dir}", f"out_dir={tmp_path / 'x'}", "blur_sigma=-1"]) == 2
     assert "blur.sigma must lie in" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # generated images inside the GT folder would be read as ground truth by the next run
+    assert make_eval_set_module.main([f"gt_dir={gt_dir}", f"out_dir={gt_dir / 'faig'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("faig-make-evalset: error: out_dir") and "inside gt_dir" in err[0]
+    assert not (gt_dir / "faig").exists()

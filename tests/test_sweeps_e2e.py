@@ -112,6 +112,7 @@ def test_rerun_finishes_an_interrupted_attribution(tmp_path):
     assert attribution["settings"]["methods"] == ["faig", "ig"] and (run / "masking.csv").is_file()
     assert json.loads((run / "status.json").read_text())["status"] == "complete"
     assert (run / "baseline" / "metrics.csv").is_file()  # csv logger: one file per stage
+    assert "PSNR drop (dB) when the top filters are masked" in (run / "train.log").read_text()  # logged, not printed
 
     # a result file lost later: the rerun recomputes the attribution; with nothing lost it recomputes nothing
     (run / "attribution" / "faig" / "noise_index.txt").unlink()

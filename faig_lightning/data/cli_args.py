@@ -40,9 +40,11 @@ def parse_key_values(argv: Sequence[str], defaults: Mapping[str, object], prog: 
 
 
 def run_cli(
-    prog: str, doc: str, defaults: Mapping[str, object], run: Callable[..., object], argv: Sequence[str] | None
+    name: str, prog: str, doc: str, defaults: Mapping[str, object], run: Callable[..., object],
+    argv: Sequence[str] | None,
 ) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), call ``run(**values)``; a FaigError is one line and exit code 2."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), call ``run(**values)``; a FaigError is one line
+    ``<name>: error: …`` (``name``: the console script) and exit code 2."""
     args = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(args):
         print(doc.strip() + "\n\n" + usage_text(prog, defaults))
@@ -50,6 +52,6 @@ def run_cli(
     try:
         run(**parse_key_values(args, defaults, prog))
     except FaigError as err:
-        report_user_error(prog.rsplit(".", 1)[-1].replace("_", "-"), err)
+        report_user_error(name, err)
         return USER_ERROR_EXIT
     return 0

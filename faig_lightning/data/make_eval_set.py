@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "noise_sigma": 0.1,
         "seed": 0,
     }
-    return run_cli("faig_lightning.data.make_eval_set", __doc__ or "", defaults, make_eval_set, argv)
+    return run_cli("faig-make-evalset", "faig_lightning.data.make_eval_set", __doc__ or "",
+                   defaults, make_eval_set, argv)
 
 
 if __name__ == "__main__":

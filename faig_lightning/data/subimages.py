@@ -115,7 +115,8 @@ def _extract_all(files: list[Path], src: Path, dst: Path, crop_size: int, step: 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (``key=value`` arguments)."""
     defaults = {"in_dir": REQUIRED, "out_dir": REQUIRED, "crop_size": 480, "step": 240, "thresh_size": 0, "workers": 2}
-    return run_cli("faig_lightning.data.subimages", __doc__ or "", defaults, extract_subimages, argv)
+    return run_cli("faig-extract-subimages", "faig_lightning.data.subimages", __doc__ or "",
+                   defaults, extract_subimages, argv)
 
 
 if __name__ == "__main__":
