@@ -115,6 +115,19 @@ def test_overlap_matches_naive_jaccard(sweep):
     assert any(float(r["jaccard"]) < 1 for r in rows)
 
 
+def test_markdown_report_targeted_and_other_drops(sweep):
+    """sweep.md: targeted = drop on the masked degradation's input, other = mean over the other ranked inputs."""
+    text = (sweep / "sweep.md").read_text()
+    rows = read_csv(sweep / "1" / "masking.csv")
+    drop = {(r["masked_degradation"], r["input_degradation"]): float(r["psnr_drop"]) for r in rows
+            if r["method"] == "faig" and r["proportion"] == "10.0"}
+    cells = [f"{drop[d, d]:.2f}" for d in ("blur", "noise")]
+    others = [f"{drop['blur', 'noise']:.2f}", f"{drop['noise', 'blur']:.2f}"]  # one other ranked input each
+    assert f"| 1 | 2.0 | faig | 10 | {cells[0]} | {others[0]} | {cells[1]} | {others[1]} |" in text
+    assert "| 2 | failed (RuntimeError: out of memory) | 3.0 |" in text
+    assert "## Jaccard overlap of the FAIG top 1 % noise filters" in text
+
+
 def test_plots_written(sweep):
     names = [f"drop_vs_{SIGMA}.png", "curves_faig.png", "curves_random.png"]
     names += [f"overlap_{d}_p{p}.png" for d in DEGRADATIONS for p in PROPORTIONS]

@@ -252,6 +252,50 @@ def overlap_table(rows: Sequence[Overlap]) -> tuple[list[str], list[list[Any]]]:
     ]
 
 
+def _drops(run: RunRecord) -> dict[tuple[str, float, str], tuple[float | None, float | None]]:
+    """(method, proportion, masked degradation) -> (targeted drop, mean drop on the other ranked inputs)."""
+    drop = {(r["method"], float(r["proportion"]), r["masked_degradation"], r["input_degradation"]):
+            float(r["psnr_drop"]) for r in run.masking}
+    ranked = list(dict.fromkeys(m for _, _, m, _ in drop))
+    out = {}
+    for method, prop, deg in dict.fromkeys((m, p, d) for m, p, d, _ in drop):
+        others = [drop[method, prop, deg, e] for e in ranked if e != deg and (method, prop, deg, e) in drop]
+        out[method, prop, deg] = drop.get((method, prop, deg, deg)), sum(others) / len(others) if others else None
+    return out
+
+
+def markdown_report(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: Sequence[Overlap]) -> str:
+    """``sweep.md``: the runs with their status, the targeted / other PSNR drop (dB) per run, method and
+    proportion, and the FAIG overlap matrices — the tables to paste into a report."""
+
+    def fmt(v: float | None, digits: int) -> str:
+        return "" if v is None else f"{v:.{digits}f}"
+
+    lines = ["## Runs", "", "| run | status | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    lines += [f"| {r.name} | {r.status}{' (' + r.reason + ')' if r.reason else ''} | "
+              + " | ".join(r.overrides.get(k, "") for k in keys) + " |" for r in runs]
+    done = [r for r in runs if r.complete]
+    degs = list(dict.fromkeys(d for r in done for d in _degradations(r)))
+    head = [f"mask {d}: {c}" for d in degs for c in ("targeted", "other")]
+    lines += ["", "## PSNR drop (dB) when the top filters are masked", "",
+              "targeted: on inputs with the masked degradation; other: mean over the other ranked degradations' "
+              "inputs", "", "| run | " + " | ".join([*keys, "method", "masked %", *head]) + " |",
+              "|---|" + "---|" * (len(keys) + 2 + len(head))]
+    for run in done:
+        drops = _drops(run)
+        for method, prop in dict.fromkeys((m, p) for m, p, _ in drops):
+            cells = [fmt(drops.get((method, prop, d), (None, None))[i], 2) for d in degs for i in (0, 1)]
+            lines.append(f"| {run.name} | " + " | ".join([*(run.overrides.get(k, "") for k in keys), method,
+                                                          f"{prop:g}", *cells]) + " |")
+    for deg, prop in dict.fromkeys((o.degradation, o.proportion) for o in overlap_rows):
+        cells = {(o.run_a, o.run_b): o.jaccard for o in overlap_rows if (o.degradation, o.proportion) == (deg, prop)}
+        names = list(dict.fromkeys(a for a, _ in cells))
+        lines += ["", f"## Jaccard overlap of the FAIG top {prop:g} % {deg} filters", "",
+                  "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {a} | " + " | ".join(fmt(cells.get((a, b)), 3) for b in names) + " |" for a in names]
+    return "\n".join(lines) + "\n"
+
+
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
@@ -345,6 +389,7 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
         "overlap.csv": overlap_table(overlap_rows),
     }
     files = [atomic_write_text(out / name, _csv_text(*table)) for name, table in tables.items()]
+    files.append(atomic_write_text(out / "sweep.md", markdown_report(runs, keys, overlap_rows)))
     files += _write_plots(runs, keys, overlap_rows, out)
     counts = {s: sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
     info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files]}
