@@ -52,6 +52,12 @@ TRAINER_KEYS_SET_HERE = {
     "num_sanity_val_steps": "faig-train validates only after training steps",
 }
 
+DATA_KEYS_SET_HERE = {
+    "scale": "the scale is the top-level scale=N",
+    "iters_per_epoch": "an epoch is <stage>.val_every steps: set baseline.val_every / target.val_every",
+}
+EVAL_KEYS = ("crop_border", "y_channel", "log_images")
+
 
 @dataclass
 class StagePlan:
@@ -155,6 +161,13 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
     if not stages or any(s not in STAGES for s in stages):
         raise FaigError(f"stage.stages must list stages among {STAGES}, got {stages} — use stage=baseline|target|both")
     check_trainer(plain(cfg.trainer))
+    for key, fix in DATA_KEYS_SET_HERE.items():
+        if key in cfg.data:
+            raise FaigError(f"data.{key} would be ignored: {fix}")
+    unknown = sorted(set(cfg.eval) - set(EVAL_KEYS))
+    if unknown:
+        raise FaigError(f"unknown key(s) {unknown} in eval: would be ignored; valid keys are {list(EVAL_KEYS)} (the "
+                        "eval set itself is data.eval.*)")
     loggers.check_logger(plain(cfg.logger))
     settings = None
     if "target" in stages and cfg.attribution.enabled:

@@ -110,6 +110,8 @@ def bad_checkpoints(tmp_path_factory):
         (["+trainer.max_epochs=1"], "trainer.max_epochs would be ignored"),
         (["+trainer.gradient_clip_vall=1"], "unknown Trainer argument(s) ['gradient_clip_vall']"),
         (["+target.warmup=10"], "unknown key(s) ['warmup'] in target"),
+        (["+data.iters_per_epoch=5"], "data.iters_per_epoch would be ignored"),
+        (["+eval.crop=4"], "unknown key(s) ['crop'] in eval"),
         (["target.monitor=val/psnr/jpeg"], "target.monitor=val/psnr/jpeg is not a validation metric"),
         (["stage=target"], "stage=target needs baseline_ckpt"),
         (["stage=target", "baseline_ckpt=/nonexistent/net_g.pth"], "checkpoint not found: /nonexistent/net_g.pth"),
