@@ -70,6 +70,7 @@ def test_level_sweep_summary_wandb_and_proportion_sweep(tmp_path):
         assert abs(float(reused[key]["psnr"]) - float(row["psnr"])) < 1e-6, key
     assert {r["proportion"] for r in read_csv(attr / "summary.csv")} == {"1.0", "5.0"}
     assert json.loads((attr / "1" / "summary.json").read_text())["rankings_from"] == str(sweep / "0")
+    assert "PSNR drop (dB) when the top filters are masked" in (attr / "1" / "attribute.log").read_text()
 
     # rankings are only reused on the nets they were computed on
     proc = run_cli(tmp_path, "faig_lightning.attribute", f"attribution.rankings_from={sweep / '0'}",
@@ -121,7 +122,13 @@ def test_rerun_finishes_an_interrupted_attribution(tmp_path):
     fourth = faig_train(tmp_path, *args)
     assert "complete for this target and these settings; not recomputed" in fourth.stdout
 
-    # a truncated last.ckpt: one line naming the fix, before any work
+    # another architecture than the checkpoints': one line naming the fix, before any work
+    changed = faig_train(tmp_path, *args, "model.num_feat=8", check=False)
+    lines = changed.stderr.strip().splitlines()
+    assert changed.returncode == 2 and len(lines) == 1 and lines[0].startswith("faig-train: error: cannot resume: ")
+    assert lines[0].endswith("or add resume=false to start this stage afresh")
+
+    # a truncated last.ckpt: likewise
     last = run / "target" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:2000])
     bad = faig_train(tmp_path, *args, check=False)
