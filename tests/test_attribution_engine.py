@@ -122,7 +122,7 @@ def test_write_results_formats(setup, tmp_path):
     assert MASKING_COLUMNS[:3] == ["method", "masked_degradation", "proportion"]
     summary = json.loads((out / "summary.json").read_text())
     assert {"settings", "completeness", "timings_s", "num_filters", "unmasked", "steps_used"} <= set(summary)
-    assert summary["num_filters"] == n and set(summary["completeness"]["blur"]) == {"estimate", "exact", "gap"}
+    assert summary["num_filters"] == n and set(summary["completeness"]["blur"]) == {"estimate", "exact", "gap", "floor"}
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.rglob("*.tmp"))
 

@@ -17,6 +17,7 @@ from faig_lightning.attribution import (
     discriminative_scores,
     random_scores,
 )
+from faig_lightning.attribution.faig import FLOAT32_EPS, Completeness, _stop_reason, step_levels
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import MSRResNet, SRCNNStyle
 
@@ -160,16 +161,55 @@ def test_auto_steps_stop_at_the_first_level_below_tol():
     baseline, target = make_pair(SRCNNStyle(cfg=(8, 8)), strength=0.5)
     eval_set = _fitted_eval_set(baseline, target, n=1)
     tol = 1e-3
-    auto = compute_faig(baseline, target, eval_set, scale=2, steps="auto", rule="trapezoid", tol=tol)
-    assert auto.converged and auto.steps > 8
+    auto = compute_faig(baseline, target, eval_set, scale=2, steps="auto", rule="trapezoid", tol=tol, budget=500)
+    assert auto.converged and auto.steps > 8 and auto.stop_reason == "converged"
     assert max(c.gap for c in auto.completeness.values()) < tol
     before = compute_faig(baseline, target, eval_set, scale=2, steps=auto.steps // 2, rule="trapezoid")
     assert max(c.gap for c in before.completeness.values()) >= tol
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        capped = compute_faig(baseline, target, eval_set, scale=2, steps="auto", rule="official", max_steps=8)
-    assert capped.steps == 8 and not capped.converged
-    assert any("max_steps=8" in str(w.message) for w in caught)
+        capped = compute_faig(baseline, target, eval_set, scale=2, steps="auto", rule="official", budget=8)
+    assert capped.steps == 8 and not capped.converged and capped.stop_reason == "budget"
+    assert capped.gradient_evaluations == 8 * 2  # one image, two degradations, 8 nodes: never over the budget
+    assert any("stopped at 8 steps (budget)" in str(w.message) for w in caught)
+
+
+def test_auto_budget_bounds_the_nodes_evaluated_in_all():
+    assert step_levels("auto") == [8, 16, 32]  # 56 nodes; 64 more would exceed the paper's 100
+    assert step_levels("auto", 120) == [8, 16, 32, 64] and step_levels(12) == [12]
+    with pytest.raises(FaigError, match="budget"):
+        step_levels("auto", 4)
+
+
+@pytest.mark.parametrize(
+    ("gaps", "floors", "earlier", "reason"),
+    [
+        ((1e-3, 5e-3), (1e-9, 1e-9), [], "converged"),
+        ((0.2, 0.05), (0.15, 0.03), [], "noise floor"),  # both within twice their floor
+        ((0.2, 0.05), (0.05, 0.03), [0.19, 0.21], "not shrinking"),  # two levels in a row no better than 0.19
+        ((0.2, 0.05), (0.05, 0.03), [0.3, 0.21], None),  # the last two beat 0.3 by more than 10 %: go on
+        ((0.2, 0.05), (0.05, 0.03), [0.3], None),  # a single bad level is not enough (kinks make it noisy)
+    ],
+)
+def test_auto_stop_rule(gaps, floors, earlier, reason):
+    def comp(gap: float, floor: float) -> Completeness:
+        # exact = 1: gap = |estimate - 1|, floor = eps32 * magnitude
+        return Completeness(estimate=1 + gap, exact=1.0, magnitude=floor / FLOAT32_EPS)
+
+    now = {d: comp(g, f) for d, g, f in zip(("blur", "noise"), gaps, floors, strict=True)}
+    assert _stop_reason(now, [*earlier, max(gaps)], tol=1e-2) == reason
+
+
+def test_auto_steps_stop_at_the_noise_floor_of_a_tiny_change():
+    """A target a hair away from the baseline: the loss difference drowns in float32 rounding, so doubling the
+    nodes cannot close the gap; auto stops early instead of spending the whole budget."""
+    baseline, target = make_pair(SRCNNStyle(cfg=(8, 8)), strength=1e-6)
+    eval_set = _fitted_eval_set(baseline, target, n=1)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        auto = compute_faig(baseline, target, eval_set, scale=2, steps="auto", budget=500, tol=1e-9)
+    assert auto.stop_reason in ("noise floor", "not shrinking") and auto.steps <= 32
+    assert all(c.gap < 50 * c.floor for c in auto.completeness.values())
 
 
 def test_reduce_fn_sums_shards_like_the_full_set():

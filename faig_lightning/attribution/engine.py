@@ -20,10 +20,9 @@ from faig_lightning.attribution.faig import (
     Progress,
     ReduceFn,
     compute_faig,
-    default_max_batch,
 )
 from faig_lightning.attribution.filters import FilterIndex, ranking
-from faig_lightning.attribution.functional import resolve_device
+from faig_lightning.attribution.functional import resolve_device, tf32_allowed
 from faig_lightning.attribution.masking import FilterMasker
 from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
 from faig_lightning.attribution.settings import METHODS, AttributionSettings
@@ -103,8 +102,14 @@ def run_attribution(
     ``reduce_fn`` sums tensors over DDP processes (each holds its shard).
     The user's modules are not modified: masking works on one copy of the target made once.
     """
-    t_start = time.perf_counter()
     cfg = (settings or AttributionSettings()).replace(**changes) if changes else (settings or AttributionSettings())
+    with tf32_allowed(cfg.tf32):
+        return _run(baseline, target, eval_set, scale, cfg, reduce_fn, progress)
+
+
+def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], scale: int, cfg: AttributionSettings,
+         reduce_fn: ReduceFn | None, progress: Progress | None) -> AttributionResult:
+    t_start = time.perf_counter()
     check_pair(baseline, target)
     inputs = check_eval_set(eval_set, scale)
     index = FilterIndex.from_model(target)
@@ -126,7 +131,8 @@ def run_attribution(
             if method == "faig":
                 faig_result = compute_faig(
                     baseline, target, eval_set, scale=scale, degradations=degs, steps=cfg.steps, rule=cfg.rule,
-                    tol=cfg.tol, max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
+                    tol=cfg.tol, budget=cfg.auto_budget, max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn,
+                    progress=progress,
                 )  # fmt: skip
                 scores[method] = faig_result.discriminative
             elif method == "ig":
@@ -158,7 +164,7 @@ def run_attribution(
         "inputs": inputs,
         "steps_used": faig_result.steps if faig_result is not None else None,
         "device": str(dev),
-        "max_batch": cfg.max_batch if cfg.max_batch is not None else default_max_batch(dev),
+        "max_batch": faig_result.max_batch if faig_result is not None else cfg.max_batch,
         "num_images": len(eval_set),
         "num_filters": len(index),
     }

@@ -10,11 +10,28 @@ from torch import nn
 
 
 def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch.device:
-    """``device`` if given, else the device of ``model``'s first parameter (CPU for a parameter-less model)."""
-    if device is not None:
-        return torch.device(device)
+    """``device`` if given; for ``"auto"`` the model's device when it is a GPU, else CUDA when there is one; for
+    None (and ``"auto"`` without a GPU) the device of ``model``'s first parameter (CPU for a parameter-less one)."""
     first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+    own = first.device if first is not None else torch.device("cpu")
+    if device == "auto":
+        return own if own.type == "cuda" or not torch.cuda.is_available() else torch.device("cuda")
+    return own if device is None else torch.device(device)
+
+
+@contextmanager
+def tf32_allowed(allowed: bool) -> Iterator[None]:
+    """Allow or forbid TF32 in CUDA convolutions and matmuls for the block, then restore PyTorch's flags.
+
+    TF32 rounds inputs to 10 mantissa bits (relative error ~1e-3): fine for training, too coarse for attribution
+    scores that sum and difference many small terms.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @contextmanager

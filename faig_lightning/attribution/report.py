@@ -142,11 +142,14 @@ def summary(result: AttributionResult) -> dict:
             "rule": result.faig.rule,
             "steps_used": result.faig.steps,
             "converged": result.faig.converged,
+            "stop_reason": result.faig.stop_reason,
             "gradient_evaluations": result.faig.gradient_evaluations,
+            "max_batch": result.faig.max_batch,
         },
         "completeness": source.get("completeness", {})
         if result.reused is not None
-        else {d: {"estimate": c.estimate, "exact": c.exact, "gap": c.gap} for d, c in result.completeness.items()},
+        else {d: {"estimate": c.estimate, "exact": c.exact, "gap": c.gap, "floor": c.floor}
+              for d, c in result.completeness.items()},
         "rankings_from": result.settings.get("rankings_from"),
         "headline": headline(result),
         "timings_s": result.timings,

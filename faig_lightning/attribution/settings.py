@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from faig_lightning.attribution.baselines import IG_VARIANTS
-from faig_lightning.attribution.faig import DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
+from faig_lightning.attribution.faig import AUTO_BUDGET, AUTO_START_STEPS, DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
 from faig_lightning.attribution.metrics import CHANNELS
 from faig_lightning.attribution.quadrature import RULES
 from faig_lightning.attribution.validation import check_proportions, require_clean, resolve_degradations
@@ -47,11 +47,15 @@ class AttributionSettings:
     """What to rank, how to integrate, what to mask and where to compute.
 
     - ``methods``: among ``METHODS``; ``degradations``: the ranked ones (None = every eval degradation but clean);
-    - ``rule``/``steps``/``tol``: FAIG's quadrature (``official``/100 reproduces the paper's code; ``steps="auto"``
-      doubles from 8 nodes until the completeness gap is below ``tol``);
+    - ``rule``/``steps``/``tol``/``auto_budget``: FAIG's quadrature (``official``/100 reproduces the paper's code;
+      ``steps="auto"`` doubles from 8 nodes until the completeness gap is below ``tol`` or stops shrinking, within
+      ``auto_budget`` nodes in all);
     - ``proportions``: masked percentages in (0, 100] (empty: no masking); ``seed``: the random baseline;
     - ``ig_variant``, ``channel``: the official IG variant and gradient-map channel;
-    - ``max_batch``: samples per gradient call (None = per-device default); ``device``: None = the target's;
+    - ``max_batch``: samples per gradient call (None: 1 on CPU, from free memory on a GPU); ``device``: ``auto``
+      (a CUDA GPU when there is one, else the target's device), None (the target's), ``cpu``, ``cuda[:N]``;
+      ``tf32``: allow TF32 convolutions/matmuls on GPUs (off by default, so GPU scores match the CPU's to float32
+      precision; PyTorch's own default for convolutions is on);
     - ``panel_proportion``: the proportion shown in Figure-2 panels;
     - ``rankings_from``: a run folder whose rankings are reused (only masking is computed).
     """
@@ -61,12 +65,14 @@ class AttributionSettings:
     rule: str = DEFAULT_RULE
     steps: int | str = DEFAULT_STEPS
     tol: float = DEFAULT_TOL
+    auto_budget: int = AUTO_BUDGET
     proportions: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     seed: int = 0
     ig_variant: str = "srresnet"
     channel: str = "grey"
     max_batch: int | None = None
-    device: str | None = None
+    device: str | None = "auto"
+    tf32: bool = False
     panel_proportion: float = 1.0
     rankings_from: str | None = None
 
@@ -93,6 +99,9 @@ class AttributionSettings:
         if isinstance(self.tol, bool) or not isinstance(self.tol, int | float) or not 0 < self.tol < math.inf:
             raise FaigError(f"attribution.tol must be a number > 0, got {self.tol!r}; e.g. attribution.tol=0.01")
         set_(self, "tol", float(self.tol))
+        _check_int("auto_budget", self.auto_budget, AUTO_START_STEPS, "attribution.auto_budget=100")
+        if not isinstance(self.tf32, bool):
+            raise FaigError(f"attribution.tf32 must be true or false, got {self.tf32!r}")
         set_(self, "proportions", check_proportions(_as_list(self.proportions)))
         if isinstance(self.panel_proportion, list | tuple):
             raise FaigError(f"attribution.panel_proportion must be one percentage, got {self.panel_proportion!r}")
@@ -144,18 +153,18 @@ class AttributionSettings:
 
 
 def check_device(device: Any) -> str | None:
-    """``device`` as a string after checking it names a device this machine has (None stays None)."""
-    if device is None:
-        return None
+    """``device`` as a string after checking it names a device this machine has (None and "auto" stay)."""
+    if device is None or device == "auto":
+        return device
     try:
         dev = torch.device(str(device))
     except (RuntimeError, TypeError) as exc:
-        raise FaigError(f"attribution.device={device!r} is not a device; use cpu, cuda or cuda:N (or null for the "
-                        "target's device)") from exc
+        raise FaigError(f"attribution.device={device!r} is not a device; use auto, cpu, cuda or cuda:N (or null "
+                        "for the target's device)") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise FaigError(f"attribution.device={device} but no CUDA GPU is visible; use attribution.device=cpu "
-                            "(or null for the target's device)")
+            raise FaigError(f"attribution.device={device} but no CUDA GPU is visible; use attribution.device=auto "
+                            "or attribution.device=cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise FaigError(f"attribution.device={device} but only {torch.cuda.device_count()} CUDA device(s) "
                             "exist; pick another index")
