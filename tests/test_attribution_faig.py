@@ -185,7 +185,8 @@ def test_auto_budget_bounds_the_nodes_evaluated_in_all():
     ("gaps", "floors", "earlier", "reason"),
     [
         ((1e-3, 5e-3), (1e-9, 1e-9), [], "converged"),
-        ((0.2, 0.05), (0.15, 0.03), [], "noise floor"),  # both within twice their floor
+        ((0.2, 0.05), (0.25, 0.06), [], "noise floor"),  # both within their floor
+        ((0.2, 0.05), (0.25, 0.03), [], None),  # one above its floor: go on
         ((0.2, 0.05), (0.05, 0.03), [0.19, 0.21], "not shrinking"),  # two levels in a row no better than 0.19
         ((0.2, 0.05), (0.05, 0.03), [0.3, 0.21], None),  # the last two beat 0.3 by more than 10 %: go on
         ((0.2, 0.05), (0.05, 0.03), [0.3], None),  # a single bad level is not enough (kinks make it noisy)

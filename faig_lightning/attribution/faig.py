@@ -72,10 +72,9 @@ class Completeness:
 
     @property
     def floor(self) -> float:
-        """Estimated numerical floor of ``gap``: float32 rounding of the summed terms relative to the difference.
-
-        When the loss barely changes along the path, the terms cancel and float32 gradients (and losses) cannot
-        resolve the difference better than this, whatever the number of nodes.
+        """Numerical floor of ``gap``: a worst-case bound, float32 rounding of every summed term relative to the
+        difference. When the loss barely changes along the path the terms cancel, and float32 gradients and losses
+        cannot resolve the difference better than this, whatever the number of nodes (typical errors are smaller).
         """
         return FLOAT32_EPS * self.magnitude / max(abs(self.exact), 1e-30)
 
@@ -244,12 +243,12 @@ def step_levels(steps: int | str, budget: int = AUTO_BUDGET) -> list[int]:
 
 def _stop_reason(completeness: dict[str, Completeness], worst_gaps: Sequence[float], tol: float) -> str | None:
     """Why ``steps="auto"`` stops at this level, or None to go on: every gap below ``tol`` (converged), every gap
-    within twice its numerical floor (noise floor), or two doublings in a row that did not improve the best worst
+    within its numerical floor (noise floor), or two doublings in a row that did not improve the best worst
     gap so far by 10 % (not shrinking: on paths with ReLU kinks the error is not monotone, so one bad level is
     not enough). ``worst_gaps`` holds the worst gap of every level so far, this one last."""
     if all(c.gap < tol for c in completeness.values()):
         return "converged"
-    if all(c.gap <= 2 * c.floor for c in completeness.values()):
+    if all(c.gap <= c.floor for c in completeness.values()):
         return "noise floor"
     if len(worst_gaps) >= 3 and min(worst_gaps[-2:]) > 0.9 * min(worst_gaps[:-2]):
         return "not shrinking"
@@ -324,9 +323,13 @@ def compute_faig(
     converged = all(c.gap < tol for c in completeness.values())
     if steps == "auto" and not converged:
         worst = max(completeness.values(), key=lambda c: c.gap)
-        advice = ("the gap was still shrinking: raise attribution.auto_budget (or tol) for a closer integral"
-                  if reason == "budget" else "doubling the nodes no longer reduced it (float32 noise or kinks in the "
-                  "path); raise attribution.auto_budget to keep doubling anyway")
+        advice = {
+            "budget": "the gap was still shrinking: raise attribution.auto_budget (or tol) for a closer integral",
+            "noise floor": "the gap is within float32 rounding of the loss difference (the nets' losses barely "
+                           "differ): more nodes cannot reduce it",
+            "not shrinking": "doubling the nodes no longer reduced it (float32 noise or kinks in the path); raise "
+                             "attribution.auto_budget to keep doubling anyway",
+        }[reason]
         warnings.warn(
             f"FAIG steps='auto' stopped at {n} steps ({reason}) with completeness gap {worst.gap:.2e} >= tol {tol}, "
             f"numerical floor about {worst.floor:.1e}; {advice}",
