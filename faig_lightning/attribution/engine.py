@@ -110,6 +110,7 @@ def run_attribution(
 def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], scale: int, cfg: AttributionSettings,
          reduce_fn: ReduceFn | None, progress: Progress | None) -> AttributionResult:
     t_start = time.perf_counter()
+    eval_set = [eval_set[i] for i in range(len(eval_set))]  # read (decode) every image once, not per pass
     check_pair(baseline, target)
     inputs = check_eval_set(eval_set, scale)
     index = FilterIndex.from_model(target)

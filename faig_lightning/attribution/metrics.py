@@ -60,7 +60,9 @@ class Evaluator:
     """Runs nets over the eval set (batched by size) and averages metrics per input degradation.
 
     ``set_reference(net)`` stores that net's quantised outputs (the unmasked target) for the gradient-map metric.
-    Means are sums over images divided by counts, after ``reduce_fn`` (DDP: sum over processes).
+    Means are sums over images divided by counts, after ``reduce_fn`` (DDP: sum over processes). The stacked
+    inputs and GT of every size-batch are kept on ``device`` after first use: a masking table evaluates the same
+    images dozens of times, and re-reading them (PNG decoding for a folder eval set) cost as much as the nets did.
     """
 
     def __init__(
@@ -79,12 +81,19 @@ class Evaluator:
         self.reduce_fn = reduce_fn
         self.chunks = [chunk for group in size_groups(eval_set) for chunk in batches(group, max_batch)]
         self._reference: dict[tuple[str, int], torch.Tensor] = {}
+        self._stacked: dict[tuple[str | None, int, torch.dtype], torch.Tensor] = {}
+
+    def _stack(self, degradation: str | None, chunk: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """One size-batch of ``degradation`` inputs (None: the GT) on the device, cached."""
+        key = (degradation, chunk, dtype)
+        if key not in self._stacked:
+            self._stacked[key] = stack(self.eval_set, self.chunks[chunk], degradation, self.device, dtype)
+        return self._stacked[key]
 
     @torch.no_grad()
     def outputs(self, net: nn.Module, degradation: str, chunk: int) -> torch.Tensor:
         """Quantised outputs of ``net`` on one size-batch of ``degradation`` inputs."""
-        dtype = next(net.parameters()).dtype
-        x = stack(self.eval_set, self.chunks[chunk], degradation, self.device, dtype)
+        x = self._stack(degradation, chunk, next(net.parameters()).dtype)
         return quantize(net(x).float())
 
     def set_reference(self, net: nn.Module) -> None:
@@ -99,7 +108,7 @@ class Evaluator:
         for di, deg in enumerate(self.degradations):
             for c, positions in enumerate(self.chunks):
                 out = self.outputs(net, deg, c)
-                gt = stack(self.eval_set, positions, None, self.device)
+                gt = self._stack(None, c)
                 sums[di, 0] += psnr(out, gt, self.scale).double().sum()
                 sums[di, 1] += ssim(out, gt, self.scale).double().sum()
                 if self._reference:
