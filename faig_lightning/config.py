@@ -7,8 +7,9 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-"""The repository's ``conf/`` folder (the package is installed in editable mode)."""
+CONF_DIR = str(Path(__file__).parent / "conf")
+"""The Hydra configs: ``faig_lightning/conf``, a link to the repository's top-level ``conf/`` in a checkout and a
+folder of the package in a wheel, so installed console scripts find them too."""
 
 
 def plain(cfg: Any) -> Any:
