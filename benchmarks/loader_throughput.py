@@ -4,7 +4,8 @@ For each ``num_workers`` it builds the DataLoader the DataModule builds (shuffle
 skips the warm-up batches (worker start-up is reported separately) and times the next ``--batches`` batches. The
 reference is a naive single-process loop (decode the whole image to float32, crop, augment, stack), reported as
 a ratio. Also timed with 0 workers: the same folder decoded into memory first (``data.preload=true``) and the
-in-memory built-in photos (``train_source=builtin``).
+in-memory built-in photos (``train_source=builtin``); and the one-time uint8 memory-mapped cache
+(``data.memmap=true``) with 0 and the most workers.
 
 Without ``--dir`` it writes ``--num-images`` 480x480 PNG sub-images cut at random from the built-in training
 photos (real photo content, so PNG decoding costs what DIV2K sub-images cost) into a temporary folder.
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader
 from faig_lightning.data import HRCropDataset, list_images, load_builtin, read_image, write_png
 from faig_lightning.data.builtin import TRAIN_PHOTOS
 from faig_lightning.data.images import read_image_raw
+from faig_lightning.data.memmap import build_memmap, memmap_images
 from faig_lightning.data.train_set import augment
 
 
@@ -107,6 +109,14 @@ def main() -> None:
         dataset = HRCropDataset(images, args.gt_size, length)
         first, rate = time_loader(dataset, args.batch_size, 0, args.warmup, args.batches)
         rows.append(("HRCropDataset, folder preloaded, num_workers=0", f"{first:.2f}", rate))
+        start = time.perf_counter()
+        build_memmap(paths, Path(tmp) / "memmap")
+        build_s = time.perf_counter() - start
+        for workers in sorted({0, max(args.workers)}):
+            dataset = HRCropDataset(memmap_images(paths, Path(tmp) / "memmap"), args.gt_size, length)
+            first, rate = time_loader(dataset, args.batch_size, workers, args.warmup, args.batches)
+            rows.append((f"HRCropDataset, memmap cache, num_workers={workers}", f"{first:.2f}", rate))
+        print(f"memmap cache built once in {build_s:.1f} s")
         photos = load_builtin(TRAIN_PHOTOS)
         dataset = HRCropDataset(list(photos.values()), args.gt_size, length, names=list(photos))
         first, rate = time_loader(dataset, args.batch_size, 0, args.warmup, args.batches)

@@ -19,6 +19,7 @@ from faig_lightning.data import (
     SRDataModule,
     list_images,
     load_builtin,
+    memmap,
     mod_crop,
     read_image,
     subimages,
@@ -342,6 +343,42 @@ def test_datamodule_folder_source(tmp_path: Path) -> None:
     a = next(iter(dm.train_dataloader()))
     torch.manual_seed(0)
     assert torch.equal(a, next(iter(preloaded.train_dataloader())))  # same crops either way
+
+
+def test_memmap_cache_gives_the_same_crops_and_is_built_once(tmp_path: Path) -> None:
+    """data.memmap: crops bit-identical to reading the files; the cache is reused, and a changed folder rebuilds."""
+    for k in range(3):
+        save(tmp_path / f"train/{k}.png", rand_img(20 + k, 24, seed=k))
+    common = {"train_source": "folder", "train_dir": str(tmp_path / "train"), "gt_size": 8, "batch_size": 4,
+              "num_workers": 0, "iters_per_epoch": 3, "eval": tiny_eval(tmp_path)}
+    files = SRDataModule(**common)
+    mapped = SRDataModule(**common, memmap=True, memmap_dir=str(tmp_path / "mm"))
+    for dm in (files, mapped):
+        dm.setup("fit")
+    for img, path in zip(mapped.train_set.images, files.train_set.images, strict=True):
+        assert isinstance(img.base, np.memmap) and not img.flags.writeable
+        np.testing.assert_array_equal(img, np.asarray(Image.open(path)))
+    batches = []
+    for dm in (files, mapped):
+        torch.manual_seed(0)
+        batches.append(torch.cat(list(dm.train_dataloader())))
+    assert torch.equal(*batches)
+    (index,) = (tmp_path / "mm").glob("*.json")
+    stamp = index.stat().st_mtime_ns
+    memmap.memmap_images(files.train_set.images, tmp_path / "mm")
+    assert index.stat().st_mtime_ns == stamp  # reused, not rewritten
+    save(tmp_path / "train/0.png", rand_img(20, 24, seed=9))
+    memmap.memmap_images(files.train_set.images, tmp_path / "mm")
+    assert len(list((tmp_path / "mm").glob("*.json"))) == 2  # the changed folder has its own cache
+
+
+def test_memmap_refuses_16_bit_and_bad_combinations(tmp_path: Path) -> None:
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(FaigError, match="holds 8-bit images"):
+        memmap.build_memmap([tmp_path / "deep.png"], tmp_path / "mm")
+    assert not list((tmp_path / "mm").glob("*"))  # nothing half-written
+    with pytest.raises(FaigError, match=r"data\.memmap=true"):
+        SRDataModule(train_source="builtin", memmap=True, memmap_dir=str(tmp_path / "mm"))
 
 
 def test_datamodule_rejects_bad_config() -> None:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from faig_lightning.data.builtin import TRAIN_PHOTOS, load_builtin
 from faig_lightning.data.eval_set import PairedEvalSet, build_eval_set, to_plain
 from faig_lightning.data.images import list_images, read_image_raw
+from faig_lightning.data.memmap import memmap_images
 from faig_lightning.data.train_set import HRCropDataset
 from faig_lightning.errors import FaigError
 
@@ -27,10 +28,11 @@ class SRDataModule(pl.LightningDataModule):
     images under ``train_dir`` per item (PNG decoding bounds this at roughly 100 crops/s per worker for 480x480
     sub-images) or, with ``preload=True``, decodes them all into memory once in ``setup`` (crops then cost
     microseconds; memory is H*W*3 bytes per image, ~7 GB for the 800 DIV2K train HR images, shared with forked
-    workers). Batches are ``(B, 3, gt_size, gt_size)`` HR crops in [0, 1]; an epoch is ``iters_per_epoch``
-    batches. Evaluation: ``eval`` holds the keyword arguments of ``build_eval_set`` except ``scale`` (missing keys
-    take its defaults); the val loader yields ``{"name": [str], "gt": (1,3,H,W), "lq": {degradation:
-    (1,3,H/s,W/s)}}``, one image per batch.
+    workers) or, with ``memmap=True``, decodes them once into a memory-mapped file under ``memmap_dir`` that later
+    runs reuse (crops identical to the file path; not bound by RAM). Batches are ``(B, 3, gt_size, gt_size)`` HR
+    crops in [0, 1]; an epoch is ``iters_per_epoch`` batches. Evaluation: ``eval`` holds the keyword arguments
+    of ``build_eval_set`` except ``scale`` (missing keys take its defaults); the val loader yields ``{"name":
+    [str], "gt": (1,3,H,W), "lq": {degradation: (1,3,H/s,W/s)}}``, one image per batch.
     """
 
     def __init__(
@@ -47,6 +49,8 @@ class SRDataModule(pl.LightningDataModule):
         iters_per_epoch: int = 1000,
         eval: Mapping | None = None,
         preload: bool = False,
+        memmap: bool = False,
+        memmap_dir: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
@@ -60,6 +64,9 @@ class SRDataModule(pl.LightningDataModule):
             raise FaigError(f"data.train_source must be one of {list(TRAIN_SOURCES)}, got {train_source!r}")
         if train_source == "folder" and not train_dir:
             raise FaigError("data.train_source=folder needs data.train_dir, the folder of HR training images")
+        if memmap and (train_source != "folder" or preload or not memmap_dir):
+            raise FaigError("data.memmap=true caches a folder's images on disk: it needs data=folder, "
+                            "data.preload=false and data.memmap_dir (default: the cache folder)")
         for key, value in (("batch_size", batch_size), ("iters_per_epoch", iters_per_epoch)):
             if not isinstance(value, int) or value < 1:
                 raise FaigError(f"data.{key} must be a positive int, got {value!r}")
@@ -82,6 +89,7 @@ class SRDataModule(pl.LightningDataModule):
         self.iters_per_epoch = iters_per_epoch
         self.eval_kwargs = eval_kwargs
         self.preload = preload
+        self.memmap, self.memmap_dir = memmap, memmap_dir
         self.train_set: HRCropDataset | None = None
         self.eval_set: PairedEvalSet | None = None
 
@@ -103,7 +111,10 @@ class SRDataModule(pl.LightningDataModule):
                 self.train_set = HRCropDataset(list(photos.values()), names=list(photos), **common)
             else:
                 paths = list_images(self.train_dir)
-                images = [read_image_raw(p) for p in paths] if self.preload else paths
+                if self.memmap:
+                    images = memmap_images(paths, self.memmap_dir)
+                else:
+                    images = [read_image_raw(p) for p in paths] if self.preload else paths
                 self.train_set = HRCropDataset(images, names=[str(p) for p in paths], **common)
         if self.eval_set is None:
             self.eval_set = self.build_eval_set()
