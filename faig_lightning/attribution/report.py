@@ -94,6 +94,17 @@ def drop_markdown(rows: list[MaskingRow]) -> str:
     return "\n".join(lines)
 
 
+def style_masking_axis(ax: Any, masked: str, inp: str, prefix: str = "") -> None:
+    """Title ("targeted" when the input carries the masked degradation, else "other"), labels and grid of a
+    masked-PSNR-vs-proportion panel."""
+    role = "targeted" if inp == masked else "other"
+    ax.set_title(f"{prefix}mask {masked} filters, {inp} input ({role})", fontsize=9)
+    ax.set_xlabel("masked filters (%)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.grid(alpha=0.3)
+
+
 def curves_figure(result: AttributionResult) -> Figure:
     """Masked PSNR vs proportion: a panel per (masked degradation, input degradation), a line per method.
 
@@ -117,12 +128,7 @@ def curves_figure(result: AttributionResult) -> Figure:
                 )
                 ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=method)
             ax.axhline(result.unmasked["target"][inp]["psnr"], color="grey", linestyle="--", label="target (unmasked)")
-            role = "targeted" if inp == mdeg else "other"
-            ax.set_title(f"mask {mdeg} filters, {inp} input ({role})", fontsize=9)
-            ax.set_xlabel("masked filters (%)")
-            ax.set_ylabel("PSNR (dB)")
-            ax.ticklabel_format(axis="y", useOffset=False)
-            ax.grid(alpha=0.3)
+            style_masking_axis(ax, mdeg, inp)
     axes[0][0].legend(fontsize=7)
     return fig
 

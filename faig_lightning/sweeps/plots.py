@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from faig_lightning.atomic import atomic_path
+from faig_lightning.attribution.report import style_masking_axis
 
 if TYPE_CHECKING:
     from faig_lightning.sweeps.summarize import Overlap, RunRecord
@@ -137,12 +138,7 @@ def curves_figure(runs: Sequence[RunRecord], method: str, keys: Sequence[str]) -
                 if pts:
                     ax.plot([p for p, _ in pts], [v for _, v in pts], marker=MARKERS[i % len(MARKERS)],
                             color=f"C{i % 10}", label=_run_label(run, keys))
-            role = "targeted" if inp == mdeg else "other"
-            ax.set_title(f"{method}: mask {mdeg} filters, {inp} input ({role})", fontsize=9)
-            ax.set_xlabel("masked filters (%)")
-            ax.set_ylabel("PSNR (dB)")
-            ax.ticklabel_format(axis="y", useOffset=False)
-            ax.grid(alpha=0.3)
+            style_masking_axis(ax, mdeg, inp, prefix=f"{method}: ")
     if axes[0][0].has_data():
         axes[0][0].legend(fontsize=7)
     return fig
