@@ -51,8 +51,6 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
         nets.append(load_weights(instantiate(model), path, key="ema").eval())
     settings.check_filters(len(FilterIndex.from_model(nets[1])))
     eval_set = build_eval_set(scale=scale, **OmegaConf.to_container(cfg.eval, resolve=True))
-    if settings.rankings_from is None:
-        settings.check_inputs(eval_set.degradation_names)
 
     result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=log_progress)
     write_results(result, out_dir, provenance={**{k: str(v) for k, v in ckpts.items()}, "model": model,

@@ -102,7 +102,9 @@ def run_attribution(
     ``reduce_fn`` sums tensors over DDP processes (each holds its shard).
     The user's modules are not modified: masking works on one copy of the target made once.
     """
-    cfg = (settings or AttributionSettings()).replace(**changes) if changes else (settings or AttributionSettings())
+    cfg = settings or AttributionSettings()
+    if changes:
+        cfg = cfg.replace(**changes)
     with tf32_allowed(cfg.tf32):
         return _run(baseline, target, eval_set, scale, cfg, reduce_fn, progress)
 

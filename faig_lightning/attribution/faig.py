@@ -274,9 +274,9 @@ def compute_faig(
     """FAIG scores of every filter for each degradation in ``degradations`` (default: all but ``"clean"``).
 
     ``steps`` is the number of quadrature intervals/nodes, or ``"auto"``: start at 8 and double (recomputing)
-    until every degradation's completeness gap is below ``tol``, the gaps sit at their numerical floor, a doubling
-    no longer halves the worst gap, or the next level would exceed ``budget`` nodes in all (the paper's 100 by
-    default); ``stop_reason`` says which, and a warning names the gap and its floor when not converged.
+    until every degradation's completeness gap is below ``tol``, the gaps sit at their numerical floor, two
+    doublings in a row did not improve the worst gap, or the next level would exceed ``budget`` nodes in all (the
+    paper's 100 by default); ``stop_reason`` says which, and a warning names the gap and its floor when not converged.
     ``rule="official", steps=100`` reproduces the official code's discretisation.
     ``reduce_fn`` (DDP) receives one float64 tensor of local sums and must return its sum over processes;
     pass each process its shard of the eval set.

@@ -69,8 +69,8 @@ def headline(result: AttributionResult) -> dict[str, float | int | None]:
         key = f"attribution/{method}/p{prop:g}/{deg}"
         out[f"{key}/targeted_drop"] = targeted
         out[f"{key}/other_drop"] = other
-        out[f"{key}/selectivity"] = targeted / other if targeted is not None and other is not None and other > 0 \
-            else None
+        selective = targeted is not None and other is not None and other > 0
+        out[f"{key}/selectivity"] = targeted / other if selective else None
     for deg, comp in result.completeness.items():
         out[f"attribution/completeness_gap/{deg}"] = comp.gap
     out["attribution/steps_used"] = result.steps
