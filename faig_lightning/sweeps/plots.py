@@ -49,8 +49,9 @@ def _masked_degradations(runs: Sequence[RunRecord], method: str | None = None) -
     ))
 
 
-def _drops(run: RunRecord) -> dict[tuple[str, float, str], tuple[float | None, float | None]]:
-    """``(method, proportion, masked) -> (targeted drop, mean drop on the other ranked inputs but clean)``."""
+def drops(run: RunRecord) -> dict[tuple[str, float, str], tuple[float | None, float | None]]:
+    """``(method, proportion, masked) -> (targeted drop, mean drop on the other ranked inputs but clean)`` of one
+    run's masking table (the plots and ``sweep.md`` use it)."""
     drop: dict[tuple[str, float, str, str], float] = {}
     for row in run.masking:
         value, prop = _float(row.get("psnr_drop")), _float(row.get("proportion"))
@@ -80,7 +81,7 @@ def drop_vs_figure(runs: Sequence[RunRecord], key: str) -> Figure:
     masked = _masked_degradations(runs)
     series: dict[tuple[str, float, str, int], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run, x in zip(runs, xs, strict=True):
-        for (method, prop, mdeg), pair in _drops(run).items():
+        for (method, prop, mdeg), pair in drops(run).items():
             for col, y in enumerate(pair):
                 if y is not None:
                     series[method, prop, mdeg, col][x].append(y)

@@ -252,18 +252,6 @@ def overlap_table(rows: Sequence[Overlap]) -> tuple[list[str], list[list[Any]]]:
     ]
 
 
-def _drops(run: RunRecord) -> dict[tuple[str, float, str], tuple[float | None, float | None]]:
-    """(method, proportion, masked degradation) -> (targeted drop, mean drop on the other ranked inputs)."""
-    drop = {(r["method"], float(r["proportion"]), r["masked_degradation"], r["input_degradation"]):
-            float(r["psnr_drop"]) for r in run.masking}
-    ranked = list(dict.fromkeys(m for _, _, m, _ in drop))
-    out = {}
-    for method, prop, deg in dict.fromkeys((m, p, d) for m, p, d, _ in drop):
-        others = [drop[method, prop, deg, e] for e in ranked if e != deg and (method, prop, deg, e) in drop]
-        out[method, prop, deg] = drop.get((method, prop, deg, deg)), sum(others) / len(others) if others else None
-    return out
-
-
 def markdown_report(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: Sequence[Overlap]) -> str:
     """``sweep.md``: the runs with their status, the targeted / other PSNR drop (dB) per run, method and
     proportion, and the FAIG overlap matrices — the tables to paste into a report."""
@@ -282,7 +270,7 @@ def markdown_report(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows
               "inputs", "", "| run | " + " | ".join([*keys, "method", "masked %", *head]) + " |",
               "|---|" + "---|" * (len(keys) + 2 + len(head))]
     for run in done:
-        drops = _drops(run)
+        drops = plots.drops(run)
         for method, prop in dict.fromkeys((m, p) for m, p, _ in drops):
             cells = [fmt(drops.get((method, prop, d), (None, None))[i], 2) for d in degs for i in (0, 1)]
             lines.append(f"| {run.name} | " + " | ".join([*(run.overrides.get(k, "") for k in keys), method,
