@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
+from faig_lightning.seeding import derive_seed
 
 STAGES = ("baseline", "target")
 
@@ -22,6 +23,8 @@ class SRModule(pl.LightningModule):
 
     All constructor arguments are plain values (dicts, lists, numbers, strings) so checkpoints load under
     ``torch.load(weights_only=True)``. ``net`` is a Hydra spec (``_target_`` + kwargs) of the network.
+    The degradation draws of training step ``s`` on process ``r`` come from a generator seeded with
+    (``seed``, ``r``, ``s``): resuming at step ``s`` continues the uninterrupted run's stream exactly.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class SRModule(pl.LightningModule):
         test_y_channel: bool = False,
         log_images: bool = True,
         baseline_ckpt: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -48,6 +52,7 @@ class SRModule(pl.LightningModule):
         self.degrade = DegradationPipeline(**dict(degradation))
         self.crop_border = self.scale if crop_border is None else int(crop_border)
         self.start_step = 0
+        self._generator: torch.Generator | None = None
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         return self.net(lq)
@@ -58,7 +63,11 @@ class SRModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Degrade training HR crops on the training device (not in loader workers)."""
         if self.trainer is not None and self.trainer.training and isinstance(batch, torch.Tensor):
-            lq, labels = self.degrade(batch)
+            if self._generator is None or self._generator.device != batch.device:
+                self._generator = torch.Generator(device=batch.device)
+            self._generator.manual_seed(derive_seed(self.hparams.seed, "degradation", self.global_rank,
+                                                    self.global_step))
+            lq, labels = self.degrade(batch, generator=self._generator)
             return {"lq": lq, "gt": batch, "labels": labels}
         return batch
 

@@ -36,6 +36,7 @@ from faig_lightning.cli import main_with_exit_code, run_job
 from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
+from faig_lightning.seeding import check_seed, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ TRAINER_KEYS_SET_HERE = {
 DATA_KEYS_SET_HERE = {
     "scale": "the scale is the top-level scale=N",
     "iters_per_epoch": "an epoch is <stage>.val_every steps: set baseline.val_every / target.val_every",
+    "seed": "the crops follow the run's seed: set the top-level seed=N",
 }
 EVAL_KEYS = ("crop_border", "y_channel", "log_images")
 
@@ -137,8 +139,9 @@ def check_model(net: torch.nn.Module, scale: int) -> None:
                         f"check model.* and scale={scale}")
 
 
-def _resume_step(module: SRModule, last: Path) -> int:
-    """The step of ``last.ckpt`` after checking it loads into ``module``; one line suggesting resume=false if not."""
+def _resume_step(module: SRModule, last: Path, seed: int) -> int:
+    """The step of ``last.ckpt`` after checking it loads into ``module`` and was trained with the run's ``seed``;
+    one line suggesting resume=false if not."""
     try:
         ckpt = read_lightning_checkpoint(last)
     except FaigError:
@@ -148,6 +151,9 @@ def _resume_step(module: SRModule, last: Path) -> int:
         check_compatible(module, ckpt["state_dict"], f"{last}")
     except FaigError as err:
         raise FaigError(f"cannot resume: {err} — or add resume=false to start this stage afresh") from None
+    if ckpt.get("hyper_parameters", {}).get("seed") != module.hparams.seed:
+        raise FaigError(f"cannot resume: {last} was trained with another seed than seed={seed}; rerun with that "
+                        "run's seed, or add resume=false to start this stage afresh")
     return int(ckpt.get("global_step", 0))
 
 
@@ -157,6 +163,7 @@ def _monitor_names(eval_names: list[str]) -> list[str]:
 
 def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], AttributionSettings | None]:
     """Build and check everything the run needs, before any training step; raise one FaigError if anything is off."""
+    seed = check_seed(cfg.seed)
     stages = list(cfg.stage.stages)
     if not stages or any(s not in STAGES for s in stages):
         raise FaigError(f"stage.stages must list stages among {STAGES}, got {stages} — use stage=baseline|target|both")
@@ -189,7 +196,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                   "betas": list(scfg["betas"]), "weight_decay": scfg["weight_decay"],
                   "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
                   "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
-                  "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt}
+                  "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt,
+                  "seed": derive_seed(seed, stage)}
         with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
             module = SRModule(**kwargs)
         check_model(module.net, cfg.scale)
@@ -199,8 +207,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
             settings.check_filters(len(FilterIndex.from_model(module.net)))
         stage_dir = run_dir / stage
         last = stage_dir / "checkpoints" / "last.ckpt"
-        resume_step = _resume_step(module, last) if cfg.resume and last.is_file() else None
-        datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"])
+        resume_step = _resume_step(module, last, seed) if cfg.resume and last.is_file() else None
+        datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"],
+                                 seed=kwargs["seed"])
         datamodule.prepare_data()
         datamodule.setup("fit")
         eval_names = datamodule.eval_set.degradation_names
@@ -232,6 +241,7 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
     """Fit one stage in ``run_dir/<stage>`` (or finish what it lacks); export ``net_g.pth``; return its summary."""
     stage, stage_dir, last = plan.stage, plan.stage_dir, plan.last
     scfg = plain(cfg[stage])
+    pl.seed_everything(plan.module_kwargs["seed"], workers=True, verbose=False)  # the net's initialisation
     module = SRModule(**plan.module_kwargs)
     if plan.resume_step is None and stage_dir.joinpath("checkpoints").exists():
         _start_afresh(plan, run_dir)
@@ -319,7 +329,6 @@ def _item(v: Any) -> float | None:
 
 def train(cfg: DictConfig, run_dir: Path, job: str, group: str) -> float | None:
     """Check everything, then run the configured stages; return the last stage's best monitored metric."""
-    pl.seed_everything(cfg.seed, workers=True)
     plans, settings = prepare(cfg, run_dir)
     baseline_ckpt = cfg.baseline_ckpt
     summary: dict[str, Any] = {}

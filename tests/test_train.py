@@ -54,6 +54,41 @@ def test_interrupted_run_resumes_from_last_ckpt(tmp_path):
     assert summary["start_step"] == 4 and summary["global_step"] == 8, proc.stdout[-2000:]
 
 
+def _results(run) -> tuple[dict[str, torch.Tensor], str]:
+    """The target's exported weights and the masking table of a finished two-stage run."""
+    weights = torch.load(run / "target" / "net_g.pth", weights_only=True)
+    return {**weights["params"], **{f"ema.{k}": v for k, v in weights["params_ema"].items()}}, \
+        (run / "masking.csv").read_text()
+
+
+def _assert_identical(a, b) -> None:
+    (wa, ma), (wb, mb) = _results(a), _results(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert ma == mb
+
+
+@pytest.mark.slow
+def test_logger_progress_bar_and_interruption_do_not_change_results(tmp_path):
+    """Same seed, same machine: csv vs offline W&B with the progress bar, and a target stage stopped at step 2 and
+    resumed from last.ckpt, give bit-identical target weights and masking tables; another seed does not."""
+    reference, plotted, resumed, other = (tmp_path / name for name in ("csv", "wandb", "resumed", "seed1"))
+    faig_train(tmp_path, "logger=csv", f"hydra.run.dir={reference}")
+    faig_train(tmp_path, "logger=wandb", "trainer.enable_progress_bar=true", f"hydra.run.dir={plotted}")
+    _assert_identical(reference, plotted)
+
+    faig_train(tmp_path, "logger=none", "target.max_steps=2", f"hydra.run.dir={resumed}")  # stops after epoch 0
+    faig_train(tmp_path, "logger=none", f"hydra.run.dir={resumed}")
+    summary = json.loads((resumed / "target" / "summary.json").read_text())
+    assert (summary["fit"], summary["start_step"], summary["global_step"]) == ("resumed", 2, 4)
+    _assert_identical(reference, resumed)
+
+    faig_train(tmp_path, "logger=none", "seed=1", f"hydra.run.dir={other}")
+    assert not torch.equal(_results(reference)[0]["conv_first.weight"], _results(other)[0]["conv_first.weight"])
+    # a stage seed depends on the run's seed and the stage only: seed 1's baseline was initialised differently
+    proc = faig_train(tmp_path, "logger=none", "seed=0", f"hydra.run.dir={other}", check=False)
+    assert proc.returncode == 2 and "trained with another seed than seed=0" in proc.stderr
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_and_sharded_attribution(tmp_path):
     """Both stages under DDP (gloo, 2 processes); the callback shards the eval images across the processes and

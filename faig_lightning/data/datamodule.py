@@ -13,7 +13,7 @@ from faig_lightning.data.builtin import TRAIN_PHOTOS, load_builtin
 from faig_lightning.data.eval_set import PairedEvalSet, build_eval_set, to_plain
 from faig_lightning.data.images import list_images, read_image_raw
 from faig_lightning.data.memmap import memmap_images
-from faig_lightning.data.train_set import HRCropDataset
+from faig_lightning.data.train_set import EpochSampler, HRCropDataset
 from faig_lightning.errors import FaigError
 
 TRAIN_SOURCES = ("builtin", "folder")
@@ -30,9 +30,11 @@ class SRDataModule(pl.LightningDataModule):
     microseconds; memory is H*W*3 bytes per image, ~7 GB for the 800 DIV2K train HR images, shared with forked
     workers) or, with ``memmap=True``, decodes them once into a memory-mapped file under ``memmap_dir`` that later
     runs reuse (crops identical to the file path; not bound by RAM). Batches are ``(B, 3, gt_size, gt_size)`` HR
-    crops in [0, 1]; an epoch is ``iters_per_epoch`` batches. Evaluation: ``eval`` holds the keyword arguments
-    of ``build_eval_set`` except ``scale`` (missing keys take its defaults); the val loader yields ``{"name":
-    [str], "gt": (1,3,H,W), "lq": {degradation: (1,3,H/s,W/s)}}``, one image per batch.
+    crops in [0, 1]; an epoch is ``iters_per_epoch`` batches; crops and their order are pure functions of
+    ``seed`` and the epoch (``HRCropDataset``, ``EpochSampler``), independent of workers and global RNG.
+    Evaluation: ``eval`` holds the keyword arguments of ``build_eval_set`` except ``scale`` (missing keys take its
+    defaults); the val loader yields ``{"name": [str], "gt": (1,3,H,W), "lq": {degradation: (1,3,H/s,W/s)}}``, one
+    image per batch.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class SRDataModule(pl.LightningDataModule):
         preload: bool = False,
         memmap: bool = False,
         memmap_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
@@ -90,6 +93,7 @@ class SRDataModule(pl.LightningDataModule):
         self.eval_kwargs = eval_kwargs
         self.preload = preload
         self.memmap, self.memmap_dir = memmap, memmap_dir
+        self.seed = seed
         self.train_set: HRCropDataset | None = None
         self.eval_set: PairedEvalSet | None = None
 
@@ -105,7 +109,8 @@ class SRDataModule(pl.LightningDataModule):
         """Build the training set (fit) and the evaluation set (every stage)."""
         if stage in (None, "fit") and self.train_set is None:
             length = self.iters_per_epoch * self.batch_size
-            common = {"gt_size": self.gt_size, "length": length, "use_flip": self.use_flip, "use_rot": self.use_rot}
+            common = {"gt_size": self.gt_size, "length": length, "use_flip": self.use_flip, "use_rot": self.use_rot,
+                      "seed": self.seed}
             if self.train_source == "builtin":
                 photos = load_builtin(self.train_photos)
                 self.train_set = HRCropDataset(list(photos.values()), names=list(photos), **common)
@@ -120,18 +125,25 @@ class SRDataModule(pl.LightningDataModule):
             self.eval_set = self.build_eval_set()
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled HR crops, ``drop_last``; persistent workers when ``num_workers > 0``."""
+        """HR crops in a seeded order per epoch, ``drop_last``; persistent workers when ``num_workers > 0``."""
         if self.train_set is None:
             self.setup("fit")
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=EpochSampler(len(self.train_set), self.seed, epoch_of=self._epoch),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _epoch(self) -> int:
+        """The training epoch about to start, from the optimiser steps done (0 outside a trainer)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
+            return 0
+        return trainer.global_step * trainer.accumulate_grad_batches // int(trainer.num_training_batches)
 
     def val_dataloader(self) -> DataLoader:
         """The paired evaluation set, one image per batch (images differ in size)."""

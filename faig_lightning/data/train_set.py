@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from faig_lightning.data.images import read_image_raw, to_tensor
 from faig_lightning.errors import FaigError
+from faig_lightning.seeding import derive_seed
 
 
 def augment(img: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
@@ -40,9 +41,10 @@ class HRCropDataset(Dataset):
     Item ``i`` crops image ``i % len(images)`` (so a shuffled epoch visits every image equally, like BasicSR's
     enlarge ratio) at a uniform position, then applies BasicSR's ``augment``: hflip if ``use_flip``, vflip and
     transpose if ``use_rot`` (each with p=0.5; together the 8 flips/rotations).
-    ``length`` is the epoch size in crops (iterations per epoch x batch size). Randomness comes from torch's RNG
-    of the current process (a seed drawn per item), so ``seed_everything`` and the DataLoader's per-worker seeds
-    make runs reproducible.
+    ``length`` is the epoch size in crops (iterations per epoch x batch size). An item is a pure function of
+    ``seed`` and its index (the crop position and flips come from a generator seeded with both), whatever the
+    process, worker or global RNG state. ``EpochSampler`` numbers the items of epoch ``e`` as
+    ``e * length + i``, so every epoch draws new crops and item ``i`` of epoch ``e`` is always the same crop.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class HRCropDataset(Dataset):
         use_flip: bool = True,
         use_rot: bool = True,
         names: Sequence[str] | None = None,
+        seed: int = 0,
     ) -> None:
         if not images:
             raise FaigError("HRCropDataset needs at least one training image")
@@ -70,6 +73,7 @@ class HRCropDataset(Dataset):
         self.length = length
         self.use_flip = use_flip
         self.use_rot = use_rot
+        self.seed = derive_seed(seed, "crops")
         for img, name in zip(self.images, self.names, strict=True):
             if isinstance(img, np.ndarray):
                 if img.ndim != 3 or img.shape[2] != 3:
@@ -81,8 +85,8 @@ class HRCropDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        rng = np.random.default_rng(int(torch.randint(0, 2**63 - 1, ()).item()))
-        k = index % len(self.images)
+        rng = np.random.default_rng([self.seed, index])
+        k = index % self.length % len(self.images)
         src = self.images[k]
         img = src if isinstance(src, np.ndarray) else read_image_raw(src)
         h, w = img.shape[:2]
@@ -98,3 +102,33 @@ class HRCropDataset(Dataset):
             transpose=self.use_rot and bool(flips[2]),
         )
         return to_tensor(crop)
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded shuffle of ``range(length)`` per epoch, yielding ``epoch * length + i`` (see ``HRCropDataset``).
+
+    The order of epoch ``e`` depends only on ``seed`` and ``e``. The epoch is what ``set_epoch`` last set or, when
+    ``epoch_of`` is given, what it returns when a pass starts: ``SRDataModule`` derives it from the trainer's
+    step count, because Lightning's own epoch number differs after a resume from a checkpoint saved at an epoch's
+    end. Under DDP, Lightning's distributed wrapper gives each process its share of each pass.
+    """
+
+    def __init__(self, length: int, seed: int = 0, epoch_of: Callable[[], int] | None = None) -> None:
+        self.length = length
+        self.seed = derive_seed(seed, "order")
+        self.epoch = 0
+        self.epoch_of = epoch_of
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order ``__iter__`` yields (unless ``epoch_of`` decides)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        if self.epoch_of is not None:
+            self.epoch = int(self.epoch_of())
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        offset = self.epoch * self.length
+        return iter((torch.randperm(self.length, generator=gen) + offset).tolist())
