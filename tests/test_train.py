@@ -155,6 +155,8 @@ def bad_checkpoints(tmp_path_factory):
         (["stage=target", "baseline_ckpt={ckpts}/text.pth"], "is corrupt, truncated or not a PyTorch file"),
         (["data.gt_size=15"], "gt_size"),
         (["logger.kind=tensorboard"], "unknown logger kind 'tensorboard'"),
+        (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1"),
+        (["+data.seed=3"], "data.seed would be ignored: the crops follow the run's seed"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(tmp_path, bad_checkpoints, overrides, message):

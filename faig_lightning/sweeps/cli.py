@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Summarize faig-train / faig-attribute runs across a sweep: runs.csv, summary.csv, overlap.csv, "
-        "plots and sweep_summary.json (failed and incomplete runs are listed too).",
+        "seeds.csv (mean ± sd over seeds), criterion.csv (the FAIG 1 % finding per run), sweep.md, plots and "
+        "sweep_summary.json (failed and incomplete runs are listed too).",
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="a multirun folder (with 0/, 1/, …) or a run folder")
     parser.add_argument("--out", help="output folder (default: DIR when only one is given; required for several)")

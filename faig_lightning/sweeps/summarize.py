@@ -2,7 +2,8 @@
 
 Reads what ``faig-train`` / ``faig-attribute`` leave in a run folder (``.hydra/overrides.yaml``, ``status.json``,
 ``summary.json``, ``masking.csv``, ``attribution/faig/<degradation>_index.txt``) and writes ``runs.csv``,
-``summary.csv``, ``overlap.csv``, PNG plots and ``sweep_summary.json`` into one folder, each file atomically.
+``summary.csv``, ``overlap.csv``, ``seeds.csv`` (mean ± sd over seeds), ``criterion.csv`` (the FAIG finding per
+run), ``sweep.md``, PNG plots and ``sweep_summary.json`` into one folder, each file atomically.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.errors import FaigError
-from faig_lightning.sweeps import plots
+from faig_lightning.sweeps import plots, seeds
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,8 @@ def log_to_wandb(runs: Sequence[RunRecord], out: Path, group: str, files: Sequen
     run = wandb.init(project=logger.get("project") or "faig-lightning", entity=logger.get("entity"), group=group,
                      name=f"{group}-summary", job_type="summary", dir=str(out),
                      mode=resolve_wandb_mode(logger.get("mode")), reinit=True)
-    data: dict[str, Any] = {f"sweep/{s}": _wandb_table(out / f"{s}.csv") for s in ("summary", "overlap", "runs")}
+    data: dict[str, Any] = {f"sweep/{s}": _wandb_table(out / f"{s}.csv")
+                            for s in ("summary", "overlap", "runs", "seeds", "criterion")}
     data |= {f"sweep/{f.stem}": wandb.Image(str(f)) for f in files if f.suffix == ".png"}
     run.log(data)
     run_dir = Path(run.dir).parent
@@ -353,12 +355,14 @@ def log_to_wandb(runs: Sequence[RunRecord], out: Path, group: str, files: Sequen
 
 
 def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
-              wandb: str = "auto") -> Path:
+              wandb: str = "auto", criterion: seeds.Criterion | None = None) -> Path:
     """Write the cross-run summary of the runs in ``dirs`` into ``out_dir`` and return it.
 
     ``out_dir`` defaults to the folder given when there is only one. ``wandb="auto"`` also logs the summary to W&B
-    when the runs did; ``"off"`` never does. Failed and incomplete runs are listed in every table.
+    when the runs did; ``"off"`` never does. Failed and incomplete runs are listed in every table. ``criterion``
+    (default ``seeds.Criterion()``: FAIG vs random at 1 %) is checked on every complete run.
     """
+    criterion = criterion or seeds.Criterion()
     if wandb not in WANDB_CHOICES:
         raise FaigError(f"unknown wandb choice {wandb!r} — use one of {WANDB_CHOICES}")
     if out_dir is None and len(dirs) > 1:
@@ -375,12 +379,19 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
         "runs.csv": runs_table(runs, keys),
         "summary.csv": summary_table(runs, keys),
         "overlap.csv": overlap_table(overlap_rows),
+        "seeds.csv": seeds.seeds_table(runs, keys, criterion.reference),
+        "criterion.csv": seeds.criterion_table(runs, criterion),
     }
     files = [atomic_write_text(out / name, _csv_text(*table)) for name, table in tables.items()]
-    files.append(atomic_write_text(out / "sweep.md", markdown_report(runs, keys, overlap_rows)))
+    report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion)
+    files.append(atomic_write_text(out / "sweep.md", report))
     files += _write_plots(runs, keys, overlap_rows, out)
     counts = {s: sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
-    info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files]}
+    checked = {r.name: criterion.passed(r) for r in runs if r.complete}
+    info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files],
+            "criterion": {"rule": criterion.describe(), "passed": [n for n, ok in checked.items() if ok],
+                          "failed": [n for n, ok in checked.items() if not ok],
+                          "all_passed": bool(checked) and all(checked.values())}}
     files.append(atomic_write_text(out / "sweep_summary.json", json.dumps(info, indent=2) + "\n"))
     log.info("wrote %d files to %s: %s", len(files), out, ", ".join(f.name for f in files))
     if wandb == "auto":
