@@ -12,10 +12,25 @@ from hydra.utils import instantiate
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.degradations import DegradationPipeline
+from faig_lightning.errors import FaigError
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
 from faig_lightning.seeding import derive_seed
 
 STAGES = ("baseline", "target")
+
+
+def frozen_parameters(net: torch.nn.Module, freeze: Sequence[str]) -> list[str]:
+    """Names of the parameters under the modules or parameters named in ``freeze``; one line for a name that
+    matches nothing."""
+    names = [n for n, _ in net.named_parameters()]
+    frozen = []
+    for prefix in freeze:
+        matched = [n for n in names if n == prefix or n.startswith(f"{prefix}.")]
+        if not matched:
+            modules = sorted({n.split(".")[0] for n in names})
+            raise FaigError(f"freeze: {prefix!r} names no parameter or module of the net; top-level modules: {modules}")
+        frozen += matched
+    return list(dict.fromkeys(frozen))
 
 
 class SRModule(pl.LightningModule):
@@ -25,6 +40,7 @@ class SRModule(pl.LightningModule):
     ``torch.load(weights_only=True)``. ``net`` is a Hydra spec (``_target_`` + kwargs) of the network.
     The degradation draws of training step ``s`` on process ``r`` come from a generator seeded with
     (``seed``, ``r``, ``s``): resuming at step ``s`` continues the uninterrupted run's stream exactly.
+    ``freeze`` names modules or parameters of the net (e.g. ``conv_first``) that this stage leaves untouched.
     """
 
     def __init__(
@@ -42,12 +58,15 @@ class SRModule(pl.LightningModule):
         log_images: bool = True,
         baseline_ckpt: str | None = None,
         seed: int = 0,
+        freeze: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.save_hyperparameters()
         self.net = instantiate(dict(net))
+        for name in frozen_parameters(self.net, freeze):
+            self.net.get_parameter(name).requires_grad_(False)
         self.scale = int(self.net.scale)
         self.degrade = DegradationPipeline(**dict(degradation))
         self.crop_border = self.scale if crop_border is None else int(crop_border)
@@ -105,7 +124,8 @@ class SRModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """Adam (BasicSR's betas) with cosine annealing restarts every ``scheduler_period`` iterations."""
         hp = self.hparams
-        opt = torch.optim.Adam(self.net.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        trained = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(trained, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(hp.scheduler_period),
                                                                      eta_min=hp.eta_min)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

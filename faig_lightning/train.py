@@ -41,7 +41,7 @@ from faig_lightning.seeding import check_seed, derive_seed
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("max_steps", "lr", "betas", "weight_decay", "scheduler_period", "eta_min", "ema_decay", "val_every",
-              "monitor")
+              "monitor", "freeze")
 TRAINER_KEYS_SET_HERE = {
     "max_steps": "set it per stage: baseline.max_steps=N / target.max_steps=N",
     "max_epochs": "training length is per stage: baseline.max_steps=N / target.max_steps=N",
@@ -122,6 +122,11 @@ def check_stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
         value = scfg[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (key == "lr" and value == 0):
             raise FaigError(f"{stage}.{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}")
+    freeze = scfg.get("freeze") or []
+    scfg["freeze"] = [freeze] if isinstance(freeze, str) else freeze
+    if not isinstance(scfg["freeze"], list) or not all(isinstance(f, str) and f for f in scfg["freeze"]):
+        raise FaigError(f"{stage}.freeze must list module or parameter names, e.g. [conv_first,conv_last]; "
+                        f"got {freeze!r}")
     if not 0 <= scfg["ema_decay"] < 1:
         raise FaigError(f"{stage}.ema_decay must lie in [0, 1), got {scfg['ema_decay']!r}; the paper uses 0.999")
     return scfg
@@ -197,7 +202,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                   "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
                   "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
                   "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt,
-                  "seed": derive_seed(seed, stage)}
+                  "seed": derive_seed(seed, stage), "freeze": scfg["freeze"]}
         with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
             module = SRModule(**kwargs)
         check_model(module.net, cfg.scale)
@@ -293,6 +298,8 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
             "global_step": int(plan.resume_step if done else trainer.global_step),
             "fit": "skipped (already at max_steps)" if done else ("resumed" if plan.resume_step is not None else
                                                                     "fresh"),
+            "seed": cfg.seed,
+            "stage_seed": plan.module_kwargs["seed"],
             "monitor": scfg["monitor"],
             "best_score": best_score,
             "best_ckpt": str(best) if best else None,

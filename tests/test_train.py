@@ -81,6 +81,8 @@ def test_logger_progress_bar_and_interruption_do_not_change_results(tmp_path):
     summary = json.loads((resumed / "target" / "summary.json").read_text())
     assert (summary["fit"], summary["start_step"], summary["global_step"]) == ("resumed", 2, 4)
     _assert_identical(reference, resumed)
+    stage_seeds = {json.loads((resumed / s / "summary.json").read_text())["stage_seed"] for s in ("baseline", "target")}
+    assert len(stage_seeds) == 2  # each stage has its own stream
 
     faig_train(tmp_path, "logger=none", "seed=1", f"hydra.run.dir={other}")
     assert not torch.equal(_results(reference)[0]["conv_first.weight"], _results(other)[0]["conv_first.weight"])
@@ -157,6 +159,7 @@ def bad_checkpoints(tmp_path_factory):
         (["logger.kind=tensorboard"], "unknown logger kind 'tensorboard'"),
         (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1"),
         (["+data.seed=3"], "data.seed would be ignored: the crops follow the run's seed"),
+        (["target.freeze=[conv_frist]"], "freeze: 'conv_frist' names no parameter or module of the net"),
     ],
 )
 def test_bad_input_fails_before_training_with_one_line(tmp_path, bad_checkpoints, overrides, message):
