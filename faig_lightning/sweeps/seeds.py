@@ -115,13 +115,18 @@ def seeds_table(runs: Sequence[RunRecord], keys: Sequence[str], reference: str =
     return [*setting, *SEEDS_COLUMNS], rows
 
 
-def criterion_table(runs: Sequence[RunRecord], criterion: Criterion) -> tuple[list[str], list[list[object]]]:
-    """``criterion.csv``: the criterion's check of every complete run, one row per masked degradation."""
-    rows = [row for r in runs if r.complete for row in criterion.check(r)]
-    return CRITERION_COLUMNS, [[row[c] for c in CRITERION_COLUMNS] for row in rows]
+def criterion_checks(runs: Sequence[RunRecord], criterion: Criterion) -> list[dict[str, object]]:
+    """The criterion's check of every complete run, one row per masked degradation."""
+    return [row for r in runs if r.complete for row in criterion.check(r)]
 
 
-def seeds_markdown(runs: Sequence[RunRecord], keys: Sequence[str], criterion: Criterion) -> str:
+def criterion_table(checks: Sequence[dict[str, object]]) -> tuple[list[str], list[list[object]]]:
+    """``criterion.csv`` from ``criterion_checks``."""
+    return CRITERION_COLUMNS, [[row[c] for c in CRITERION_COLUMNS] for row in checks]
+
+
+def seeds_markdown(runs: Sequence[RunRecord], keys: Sequence[str], criterion: Criterion,
+                   checks: Sequence[dict[str, object]]) -> str:
     """The ``sweep.md`` sections: mean ± sd over seeds per method and proportion, and the criterion per run."""
 
     def num(v: object, digits: int = 2) -> str:
@@ -141,7 +146,6 @@ def seeds_markdown(runs: Sequence[RunRecord], keys: Sequence[str], criterion: Cr
                                         str(cells["runs"]), num(cells["targeted_mean"]) + sd["targeted"],
                                         num(cells["other_mean"]) + sd["other"], num(cells["ratio_to_random"], 1),
                                         num(cells["min_ratio_to_random"], 1)]) + " |")
-    checks = [row for r in runs if r.complete for row in criterion.check(r)]
     lines += ["", f"## Criterion per run: {criterion.describe()}", "",
               "| run | masked | targeted | other | " + criterion.reference + " | ratio | holds |",
               "|---|---|---|---|---|---|---|"]

@@ -375,19 +375,23 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
         log.info("%s: %s%s", run.name, run.status, f" — {run.reason}" if run.reason else "")
     keys = swept_keys(runs)
     overlap_rows = overlaps(runs)
+    checks = seeds.criterion_checks(runs, criterion)
     tables = {
         "runs.csv": runs_table(runs, keys),
         "summary.csv": summary_table(runs, keys),
         "overlap.csv": overlap_table(overlap_rows),
         "seeds.csv": seeds.seeds_table(runs, keys, criterion.reference),
-        "criterion.csv": seeds.criterion_table(runs, criterion),
+        "criterion.csv": seeds.criterion_table(checks),
     }
     files = [atomic_write_text(out / name, _csv_text(*table)) for name, table in tables.items()]
-    report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion)
+    report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion, checks)
     files.append(atomic_write_text(out / "sweep.md", report))
     files += _write_plots(runs, keys, overlap_rows, out)
     counts = {s: sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
-    checked = {r.name: criterion.passed(r) for r in runs if r.complete}
+    checked = {}
+    for run in (r for r in runs if r.complete):  # a run without the criterion's rows does not show the finding
+        rows = [c for c in checks if c["run"] == run.name]
+        checked[run.name] = bool(rows) and all(bool(c["passed"]) for c in rows)
     info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files],
             "criterion": {"rule": criterion.describe(), "passed": [n for n, ok in checked.items() if ok],
                           "failed": [n for n, ok in checked.items() if not ok],
