@@ -92,7 +92,7 @@ def test_faig_matches_naive_official_with_mixed_sizes(arch):
     naive = {d: naive_faig(baseline, target, eval_set, d, steps) for d in ("blur", "noise")}
     for d in ("blur", "noise"):
         assert_scores_close(result.per_degradation[d], naive[d])
-        assert result.per_degradation[d].dtype == np.float32
+        assert result.per_degradation[d].dtype == np.float64
         assert len(result.per_degradation[d]) == len(FilterIndex.from_model(target))
     naive_blur = naive["blur"].astype(np.float64) - naive["noise"]  # eq. 7, blur direction
     np.testing.assert_allclose(result.discriminative["blur"], naive_blur, rtol=1e-4, atol=1e-6 * naive["blur"].max())
@@ -231,6 +231,8 @@ def test_discriminative_one_vs_rest():
     s["c"] = np.array([5.0, 4.0], np.float32)
     np.testing.assert_allclose(discriminative_scores(s)["a"], [3.0 - 3.0, 0.0 - 3.0])
     np.testing.assert_allclose(discriminative_scores({"a": s["a"]})["a"], s["a"])
+    close = {"blur": np.array([1.0 + 2**-40]), "noise": np.array([1.0])}  # equal in float32
+    assert discriminative_scores(close)["blur"][0] == 2**-40
 
 
 def test_faig_bad_input():
@@ -298,7 +300,7 @@ def test_abs_filter_change_matches_numpy():
             parts.append((np.abs(t - b).sum(axis=(2, 3)) / np.abs(b).sum(axis=(2, 3))).ravel())
     ref = np.nan_to_num(np.concatenate(parts), nan=0.0)
     np.testing.assert_allclose(ours, ref, rtol=1e-5)
-    assert ours[1 * 3 + 2] == 0 and ours.dtype == np.float32
+    assert ours[1 * 3 + 2] == 0 and ours.dtype == np.float64
 
 
 def test_random_scores_are_seeded_permutations():

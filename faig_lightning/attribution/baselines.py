@@ -100,11 +100,11 @@ def compute_ig(
                     sums[di] += index.per_filter(grads).to(torch.float64)
     if reduce_fn is not None:
         sums = reduce_fn(sums)
-    return {d: sums[i].to(torch.float32).cpu().numpy() for i, d in enumerate(degs)}
+    return {d: sums[i].cpu().numpy() for i, d in enumerate(degs)}  # float64 until written
 
 
 def abs_filter_change(baseline: nn.Module, target: nn.Module) -> np.ndarray:
-    """``sum_kernel |theta - theta_bar| / sum_kernel |theta_bar|`` per filter (float32, degradation-agnostic).
+    """``sum_kernel |theta - theta_bar| / sum_kernel |theta_bar|`` per filter (float64, degradation-agnostic).
 
     Zero-norm baseline filters: the denominator is clamped at 1e-30 (float64), so 0/0 scores 0 and a filter
     that grew from zero gets a huge finite score and ranks first (the official numpy division gives inf).
@@ -114,7 +114,7 @@ def abs_filter_change(baseline: nn.Module, target: nn.Module) -> np.ndarray:
     b_state, t_state = baseline.state_dict(), target.state_dict()
     change = index.per_filter({n: t_state[n].double() - b_state[n].double() for n in index.weight_names})
     norm = index.per_filter({n: b_state[n].double() for n in index.weight_names})
-    return (change / norm.clamp_min(1e-30)).to(torch.float32).cpu().numpy()
+    return (change / norm.clamp_min(1e-30)).cpu().numpy()
 
 
 def random_scores(num_filters: int, degradations: Sequence[str], seed: int = 0) -> dict[str, np.ndarray]:

@@ -50,9 +50,9 @@ class MaskingRow:
 
 @dataclass
 class AttributionResult:
-    """Rankings (int64, most discriminative first) and scores (float32) per method and degradation, the masking
-    table, unmasked metrics ``{"target"|"baseline": {input: {"psnr", "ssim", "grad_mse_x1000"}}}`` (gradient-map
-    difference vs the target, so 0 for the target), FAIG details, timings, settings. ``fingerprints`` identify the
+    """Rankings (int64, most discriminative first; ranked on float64 scores) and scores (float32) per method and
+    degradation, the masking table, unmasked metrics ``{"target"|"baseline": {input: {"psnr", "ssim",
+    "grad_mse_x1000"}}}`` (gradient-map difference vs the target, so 0 for the target), FAIG details, timings, settings. ``fingerprints`` identify the
     baseline and target weights; ``reused`` is the summary of the run whose rankings were reused, if any."""
 
     index: FilterIndex
@@ -149,7 +149,9 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
             else:
                 scores[method] = random_scores(len(index), degs, cfg.seed)
             timings[method] = time.perf_counter() - t0
+        # rank on the float64 scores (differences and ratios are never rounded first), keep float32 copies
         rankings = {m: {d: ranking(torch.from_numpy(s)).numpy() for d, s in per.items()} for m, per in scores.items()}
+        scores = {m: {d: s.astype(np.float32) for d, s in per.items()} for m, per in scores.items()}
 
     t0 = time.perf_counter()
     masking, unmasked = _masking_table(

@@ -81,7 +81,10 @@ class Completeness:
 
 @dataclass
 class FaigResult:
-    """FAIG scores: ``per_degradation[d]`` = S_d and ``discriminative[d]`` = D_d, float32 arrays of length N."""
+    """FAIG scores: ``per_degradation[d]`` = S_d and ``discriminative[d]`` = D_d, float64 arrays of length N.
+
+    S_d and D_d stay in float64 from the per-filter sums on: where S_blur and S_noise nearly cancel, a float32
+    rounding before the difference would lose digits (files store them as float32, rankings use these)."""
 
     per_degradation: dict[str, np.ndarray]
     discriminative: dict[str, np.ndarray]
@@ -105,14 +108,15 @@ def default_max_batch(device: torch.device) -> int:
 
 
 def discriminative_scores(per_degradation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``D_d = S_d - mean of the other S_e`` (eq. 7; exactly ``S_d - S_other`` for two degradations)."""
+    """``D_d = S_d - mean of the other S_e`` (eq. 7; exactly ``S_d - S_other`` for two degradations), in float64."""
     names = list(per_degradation)
+    scores = {d: np.asarray(s, dtype=np.float64) for d, s in per_degradation.items()}
     if len(names) == 1:
-        return {names[0]: per_degradation[names[0]].copy()}
+        return {names[0]: scores[names[0]].copy()}
     out = {}
     for d in names:
-        others = np.mean([per_degradation[e].astype(np.float64) for e in names if e != d], axis=0)
-        out[d] = (per_degradation[d].astype(np.float64) - others).astype(np.float32)
+        others = [scores[e] for e in names if e != d]
+        out[d] = scores[d] - (others[0] if len(others) == 1 else np.mean(others, axis=0))
     return out
 
 
@@ -146,9 +150,8 @@ class _Integrator:
             params = self.path.params(alphas[0])
             loss = self._loss({**params, **self.path.buffers(alphas[0])}, x, gt)
             return [list(torch.autograd.grad(loss, list(params.values())))], [loss.detach()]
-        a = torch.tensor(alphas, device=self.device)
-        params = self.path.stacked_params(a)
-        buffers = self.path.stacked_buffers(a)
+        params = self.path.stacked_params(alphas)
+        buffers = self.path.stacked_buffers(alphas)
 
         def one(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
             return self._loss(p, xi.unsqueeze(0), yi.unsqueeze(0))
@@ -175,7 +178,9 @@ class _Integrator:
                 inputs = torch.cat([stack(self.eval_set, [pos], d, self.device, dtype) for d in self.degradations])
                 # the (degradation, node) units of this image, in chunks of max_batch samples
                 units = [(d, k) for d in range(num_d) for k in range(num_k)]
-                acc = {d: [torch.zeros_like(self.path.base[n]) for n in self.names] for d in range(num_d)}
+                # weighted gradient sums, the products and the kernel sums in float64 (gradients are float32)
+                acc = {d: [torch.zeros_like(self.path.base[n], dtype=torch.float64) for n in self.names]
+                       for d in range(num_d)}
                 endpoint_loss: dict[tuple[int, float], torch.Tensor] = {}
                 for start in range(0, len(units), self.max_batch):
                     chunk = units[start : start + self.max_batch]
@@ -195,12 +200,12 @@ class _Integrator:
                         if (d, a) not in endpoint_loss:
                             endpoint_loss[d, a] = self._loss_at(a, inputs[d : d + 1], gt)
                     sums["exact"][d] += endpoint_loss[d, 1.0] - endpoint_loss[d, 0.0]
-                    products = {n: self.path.delta[n] * g for n, g in zip(self.names, acc[d], strict=True)}
+                    products = {n: self.path.delta64[n] * g for n, g in zip(self.names, acc[d], strict=True)}
                     # completeness is linear in the gradients: sum_k w_k dtheta.g_k = dtheta.G over all parameters
                     sums["estimate"][d] += sum(p.sum(dtype=torch.float64) for p in products.values())
                     sums["magnitude"][d] += sum(p.abs().sum(dtype=torch.float64) for p in products.values())
                     sums["magnitude"][d] += endpoint_loss[d, 1.0].abs() + endpoint_loss[d, 0.0].abs()
-                    sums["scores"][d] += self.index.per_filter(products).to(torch.float64)
+                    sums["scores"][d] += self.index.per_filter(products)
                     sums["counts"][d] += 1
         return sums
 
@@ -335,7 +340,7 @@ def compute_faig(
             f"numerical floor about {worst.floor:.1e}; {advice}",
             stacklevel=2,
         )
-    means = (scores.reshape(len(degs), -1) / counts.unsqueeze(1)).to(torch.float32).cpu().numpy()
+    means = (scores.reshape(len(degs), -1) / counts.unsqueeze(1)).cpu().numpy()  # float64 until written
     per_degradation = {d: means[i] for i, d in enumerate(degs)}
     return FaigResult(
         per_degradation=per_degradation,
