@@ -52,8 +52,9 @@ class MaskingRow:
 class AttributionResult:
     """Rankings (int64, most discriminative first; ranked on float64 scores) and scores (float32) per method and
     degradation, the masking table, unmasked metrics ``{"target"|"baseline": {input: {"psnr", "ssim",
-    "grad_mse_x1000"}}}`` (gradient-map difference vs the target, so 0 for the target), FAIG details, timings, settings. ``fingerprints`` identify the
-    baseline and target weights; ``reused`` is the summary of the run whose rankings were reused, if any."""
+    "grad_mse_x1000"}}}`` (gradient-map difference vs the target, so 0 for the target), FAIG details, timings,
+    settings. ``fingerprints`` identify the baseline and target weights; ``reused`` is the summary of the run whose
+    rankings were reused, if any."""
 
     index: FilterIndex
     rankings: dict[str, dict[str, np.ndarray]]
