@@ -195,6 +195,18 @@ class DegradationPipeline(torch.nn.Module):
         self.noise = _parse_noise(noise) if noise is not None else None
         self.jpeg = _parse_jpeg(jpeg) if jpeg is not None else None
 
+    @property
+    def margin(self) -> int:
+        """HR pixels of context each side that a crop needs for its centre to be degraded as in the whole image.
+
+        The blur reads ``kernel_size // 2`` pixels around each pixel and the antialiased bicubic resize ``2 * scale``
+        (bilinear and area resizes by an integer factor read only their own cell); rounded up to a multiple of
+        ``scale`` so that the LR grid of the crop stays aligned with the image's.
+        """
+        need = self.kernel_size // 2 if self.blur is not None and self.blur.prob > 0 else 0
+        need += 2 * self.scale if self.mode == "bicubic" and self.scale > 1 else 0
+        return -(-need // self.scale) * self.scale
+
     def describe(self) -> str:
         """One line naming every configured op, for logs."""
         blur = f"blur(k={self.kernel_size}, {self.blur.text('sigma')})" if self.blur else "blur=off"
@@ -227,15 +239,22 @@ class DegradationPipeline(torch.nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, hr: torch.Tensor, generator: torch.Generator | None = None
+        self, hr: torch.Tensor, generator: torch.Generator | None = None, margin: int = 0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Degrade a batch with per-sample random ops; returns (lr, labels) with per-sample labels of length B.
 
+        ``margin`` (a multiple of ``scale``, at least ``self.margin``): the batch holds that many pixels of context
+        around each crop; the whole padded crop is degraded and only the LR of its centre is returned, so the
+        blur's border handling never reaches it (the official order: degrade the image, then crop). JPEG blocks are
+        aligned to the padded crop, not to the image.
         Labels: ``blur``/``noise``/``jpeg`` (bool, whether the op fired) and ``blur_sigma``/``noise_sigma``/
         ``jpeg_quality`` (the parameter used, 0 where the op did not fire). Randomness comes from
         ``generator`` (on the images' device) or the global RNG.
         """
         x = self._check_input(hr, generator)
+        if margin and (margin % self.scale or min(x.shape[-2:]) <= 2 * margin):
+            raise FaigError(f"margin {margin} must be a multiple of scale {self.scale} and leave a centre in the "
+                            f"{x.shape[-2]}x{x.shape[-1]} crop")
         b, device, dtype = x.shape[0], x.device, x.dtype
 
         def draw(op: _Op | None, integer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,6 +272,9 @@ class DegradationPipeline(torch.nn.Module):
         for name, op, integer in (("blur", self.blur, False), ("noise", self.noise, False), ("jpeg", self.jpeg, True)):
             params[name], params[f"{name}_value"] = draw(op, integer)
         lr = self._degrade(x, params, generator)
+        if margin:
+            cut = margin // self.scale
+            lr = lr[..., cut:-cut, cut:-cut]
         labels = {
             "blur": params["blur"],
             "blur_sigma": params["blur_value"] * params["blur"],

@@ -80,14 +80,17 @@ class SRModule(pl.LightningModule):
         self.start_step = self.global_step  # > 0 when resumed from a checkpoint
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Degrade training HR crops on the training device (not in loader workers)."""
+        """Degrade training HR crops on the training device (not in loader workers). The crops carry
+        ``degrade.margin`` pixels of context each side (``SRDataModule(margin=)``), so the LR of their centre equals
+        that of the degraded whole image."""
         if self.trainer is not None and self.trainer.training and isinstance(batch, torch.Tensor):
             if self._generator is None or self._generator.device != batch.device:
                 self._generator = torch.Generator(device=batch.device)
             self._generator.manual_seed(derive_seed(self.hparams.seed, "degradation", self.global_rank,
                                                     self.global_step))
-            lq, labels = self.degrade(batch, generator=self._generator)
-            return {"lq": lq, "gt": batch, "labels": labels}
+            m = self.degrade.margin  # the crops carry this much context: degrade them whole, keep the centre
+            lq, labels = self.degrade(batch, generator=self._generator, margin=m)
+            return {"lq": lq, "gt": batch[..., m : batch.shape[-2] - m, m : batch.shape[-1] - m], "labels": labels}
         return batch
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -214,7 +214,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
         last = stage_dir / "checkpoints" / "last.ckpt"
         resume_step = _resume_step(module, last, seed) if cfg.resume and last.is_file() else None
         datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"],
-                                 seed=kwargs["seed"])
+                                 seed=kwargs["seed"], margin=module.degrade.margin)
         datamodule.prepare_data()
         datamodule.setup("fit")
         eval_names = datamodule.eval_set.degradation_names

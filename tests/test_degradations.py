@@ -375,3 +375,39 @@ def test_bad_inputs_raise():
     if torch.cuda.is_available():
         with pytest.raises(FaigError, match=r"torch\.Generator\(device="):
             pipe(rand_images(1, 32, 32).cuda(), torch.Generator())
+
+
+@pytest.mark.parametrize(("downsample_mode", "scale"), [("bilinear", 2), ("bilinear", 3), ("bicubic", 2)])
+def test_crops_with_margin_equal_degrading_the_whole_image(downsample_mode, scale):
+    """The paper's order (degrade the whole image, then crop) from crops: a margin of context, degraded, then cut."""
+    from faig_lightning.data.train_set import HRCropDataset
+
+    img = np.random.default_rng(0).random((30 * scale, 36 * scale, 3)).astype(np.float32)
+    pipe = DegradationPipeline(scale=scale, blur={"sigma": 2.0}, downsample=downsample_mode, quantize=False)
+    assert pipe.margin % scale == 0 and pipe.margin >= 10 + (2 * scale if downsample_mode == "bicubic" else 0)
+    whole = pipe.deterministic(torch.from_numpy(img).permute(2, 0, 1))
+    g = 12 * scale
+    crops = HRCropDataset([img], gt_size=g, length=64, use_flip=False, use_rot=False, scale=scale, margin=pipe.margin)
+    plain = HRCropDataset([img], gt_size=g, length=64, use_flip=False, use_rot=False, scale=scale)
+    at_border = 0
+    for i in range(len(crops)):
+        top, left, _ = crops.place(i, *img.shape[:2])
+        inside = min(top, left) >= pipe.margin and top + g + pipe.margin <= img.shape[0] and \
+            left + g + pipe.margin <= img.shape[1]
+        at_border += not inside
+        lr, _ = pipe(crops[i][None], margin=pipe.margin)
+        expected = whole[:, top // scale : (top + g) // scale, left // scale : (left + g) // scale]
+        assert lr.shape[1:] == expected.shape and torch.equal(crops[i][:, pipe.margin : -pipe.margin,
+                                                                         pipe.margin : -pipe.margin], plain[i])
+        if inside or downsample_mode == "bilinear":  # mirrored context is exact for the blur; bicubic's image
+            torch.testing.assert_close(lr[0], expected, rtol=0, atol=2e-6)  # border differs
+        if inside:  # the old order (blur the crop with a mirrored border, then resize) differs near its edges
+            assert (pipe(plain[i][None])[0][0] - expected).abs().max() > 1e-3
+    assert at_border > 0
+
+
+def test_margin_is_checked():
+    pipe = DegradationPipeline(scale=2, blur={"sigma": 2.0})
+    with pytest.raises(FaigError, match="multiple of scale"):
+        pipe(torch.rand(1, 3, 40, 40), margin=3)
+    assert DegradationPipeline(scale=2).margin == 0 and DegradationPipeline(scale=3, blur={"sigma": 1}).margin == 12

@@ -30,7 +30,8 @@ class SRDataModule(pl.LightningDataModule):
     microseconds; memory is H*W*3 bytes per image, ~7 GB for the 800 DIV2K train HR images, shared with forked
     workers) or, with ``memmap=True``, decodes them once into a memory-mapped file under ``memmap_dir`` that later
     runs reuse (crops identical to the file path; not bound by RAM). Batches are ``(B, 3, gt_size, gt_size)`` HR
-    crops in [0, 1]; an epoch is ``iters_per_epoch`` batches; crops and their order are pure functions of
+    crops in [0, 1] (plus ``margin`` pixels of context each side, set by ``faig-train`` from the degradation
+    pipeline, which degrades the padded crop and cuts the centre); an epoch is ``iters_per_epoch`` batches; crops and their order are pure functions of
     ``seed`` and the epoch (``HRCropDataset``, ``EpochSampler``), independent of workers and global RNG.
     Evaluation: ``eval`` holds the keyword arguments of ``build_eval_set`` except ``scale`` (missing keys take its
     defaults); the val loader yields ``{"name": [str], "gt": (1,3,H,W), "lq": {degradation: (1,3,H/s,W/s)}}``, one
@@ -54,6 +55,7 @@ class SRDataModule(pl.LightningDataModule):
         memmap: bool = False,
         memmap_dir: str | None = None,
         seed: int = 0,
+        margin: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
@@ -94,6 +96,7 @@ class SRDataModule(pl.LightningDataModule):
         self.preload = preload
         self.memmap, self.memmap_dir = memmap, memmap_dir
         self.seed = seed
+        self.margin = margin
         self.train_set: HRCropDataset | None = None
         self.eval_set: PairedEvalSet | None = None
 
@@ -110,7 +113,7 @@ class SRDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             length = self.iters_per_epoch * self.batch_size
             common = {"gt_size": self.gt_size, "length": length, "use_flip": self.use_flip, "use_rot": self.use_rot,
-                      "seed": self.seed}
+                      "seed": self.seed, "scale": self.scale, "margin": self.margin}
             if self.train_source == "builtin":
                 photos = load_builtin(self.train_photos)
                 self.train_set = HRCropDataset(list(photos.values()), names=list(photos), **common)

@@ -41,6 +41,8 @@ class HRCropDataset(Dataset):
     Item ``i`` crops image ``i % len(images)`` (so a shuffled epoch visits every image equally, like BasicSR's
     enlarge ratio) at a uniform position, then applies BasicSR's ``augment``: hflip if ``use_flip``, vflip and
     transpose if ``use_rot`` (each with p=0.5; together the 8 flips/rotations).
+    Crops start at multiples of ``scale``. With ``margin`` > 0 each item carries ``margin`` pixels of context each
+    side (``gt_size + 2 margin`` square; mirrored where it leaves the image), for ``DegradationPipeline(margin=)``.
     ``length`` is the epoch size in crops (iterations per epoch x batch size). An item is a pure function of
     ``seed`` and its index (the crop position and flips come from a generator seeded with both), whatever the
     process, worker or global RNG state. ``EpochSampler`` numbers the items of epoch ``e`` as
@@ -56,11 +58,17 @@ class HRCropDataset(Dataset):
         use_rot: bool = True,
         names: Sequence[str] | None = None,
         seed: int = 0,
+        scale: int = 1,
+        margin: int = 0,
     ) -> None:
         if not images:
             raise FaigError("HRCropDataset needs at least one training image")
         if gt_size < 1 or length < 1:
             raise FaigError(f"gt_size and length must be positive, got gt_size={gt_size}, length={length}")
+        if not isinstance(scale, int) or scale < 1 or gt_size % scale:
+            raise FaigError(f"gt_size={gt_size} must be a multiple of scale={scale}")
+        if not isinstance(margin, int) or margin < 0 or margin % scale:
+            raise FaigError(f"margin={margin!r} must be an int >= 0 and a multiple of scale={scale}")
         if names is not None and len(names) != len(images):
             raise FaigError(f"got {len(names)} names for {len(images)} images; give one name per image")
         self.images = [img if isinstance(img, np.ndarray) else Path(img) for img in images]
@@ -73,35 +81,58 @@ class HRCropDataset(Dataset):
         self.length = length
         self.use_flip = use_flip
         self.use_rot = use_rot
+        self.scale, self.margin = scale, margin
         self.seed = derive_seed(seed, "crops")
         for img, name in zip(self.images, self.names, strict=True):
             if isinstance(img, np.ndarray):
                 if img.ndim != 3 or img.shape[2] != 3:
                     raise FaigError(f"training image '{name}' must be HWC RGB, got shape {img.shape}")
-                if min(img.shape[:2]) < gt_size:
-                    raise _too_small(name, img.shape[0], img.shape[1], gt_size)
+                if min(img.shape[:2]) < max(gt_size, margin + 1):
+                    raise _too_small(name, img.shape[0], img.shape[1], max(gt_size, margin + 1))
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def place(self, index: int, height: int, width: int) -> tuple[int, int, tuple[bool, bool, bool]]:
+        """Top-left corner of item ``index``'s ``gt_size`` crop in a ``height`` x ``width`` image (multiples of
+        ``scale``, like an LR crop taken from the degraded image) and its (hflip, vflip, transpose)."""
         rng = np.random.default_rng([self.seed, index])
+        g, s = self.gt_size, self.scale
+        top, left = s * int(rng.integers((height - g) // s + 1)), s * int(rng.integers((width - g) // s + 1))
+        flips = rng.random(3) < 0.5
+        return top, left, (self.use_flip and bool(flips[0]), self.use_rot and bool(flips[1]),
+                           self.use_rot and bool(flips[2]))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
         k = index % self.length % len(self.images)
         src = self.images[k]
         img = src if isinstance(src, np.ndarray) else read_image_raw(src)
         h, w = img.shape[:2]
-        g = self.gt_size
-        if h < g or w < g:
-            raise _too_small(self.names[k], h, w, g)
-        top, left = int(rng.integers(h - g + 1)), int(rng.integers(w - g + 1))
-        flips = rng.random(3) < 0.5
-        crop = augment(
-            img[top : top + g, left : left + g],
-            hflip=self.use_flip and bool(flips[0]),
-            vflip=self.use_rot and bool(flips[1]),
-            transpose=self.use_rot and bool(flips[2]),
-        )
+        g, m = self.gt_size, self.margin
+        if min(h, w) < max(g, m + 1):
+            raise _too_small(self.names[k], h, w, max(g, m + 1))
+        top, left, (hflip, vflip, transpose) = self.place(index, h, w)
+        crop = augment(_window(img, top - m, left - m, g + 2 * m), hflip=hflip, vflip=vflip, transpose=transpose)
         return to_tensor(crop)
+
+
+def _reflect101(start: int, size: int, length: int) -> np.ndarray | slice:
+    """Indices ``start .. start + size - 1`` of an axis of ``length``, mirrored at the ends without repeating the
+    edge (the blur's border rule, so a margin outside the image holds what the whole-image blur reads there)."""
+    if start >= 0 and start + size <= length:
+        return slice(start, start + size)
+    idx = np.abs(np.arange(start, start + size))
+    return np.where(idx >= length, 2 * (length - 1) - idx, idx)
+
+
+def _window(img: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` window of ``img`` (reflect-101 outside it), a view when it lies inside."""
+    rows, cols = _reflect101(top, size, img.shape[0]), _reflect101(left, size, img.shape[1])
+    if isinstance(rows, slice) and isinstance(cols, slice):
+        return img[rows, cols]
+    rows = np.arange(img.shape[0])[rows] if isinstance(rows, slice) else rows
+    cols = np.arange(img.shape[1])[cols] if isinstance(cols, slice) else cols
+    return img[np.ix_(rows, cols)]
 
 
 class EpochSampler(Sampler[int]):
