@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning.attribution import run_attribution, write_results
 from faig_lightning.attribution.filters import FilterIndex
-from faig_lightning.attribution.report import drop_markdown, log_progress
+from faig_lightning.attribution.report import ProgressBars, drop_markdown
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import read_results_summary
 from faig_lightning.checkpoints import load_weights
@@ -52,7 +52,7 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
     settings.check_filters(len(FilterIndex.from_model(nets[1])))
     eval_set = build_eval_set(scale=scale, **OmegaConf.to_container(cfg.eval, resolve=True))
 
-    result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=log_progress)
+    result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=ProgressBars())
     write_results(result, out_dir, provenance={**{k: str(v) for k, v in ckpts.items()}, "model": model,
                                                "scale": scale})
     log.info("PSNR drop (dB) when the top filters are masked:\n%s", drop_markdown(result.masking))

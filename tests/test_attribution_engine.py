@@ -234,6 +234,7 @@ def test_bad_eval_sets(small):
         ({"rule": "simpson"}, "unknown quadrature rule"),
         ({"channel": "green"}, "unknown attribution.channel"),
         ({"ig_variant": "edsr"}, "unknown attribution.ig_variant"),
+        ({"ig_steps": 0}, "attribution.ig_steps must be an integer >= 1"),
         ({"seed": -1}, "seed"),
         ({"scale": 0}, "scale"),
     ],

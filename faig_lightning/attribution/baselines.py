@@ -14,6 +14,7 @@ from faig_lightning.attribution.evalset import EvalItem, size_groups, stack
 from faig_lightning.attribution.faig import Progress, ReduceFn
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.functional import eval_mode, resolve_device
+from faig_lightning.attribution.quadrature import quadrature
 from faig_lightning.attribution.validation import (
     CLEAN,
     check_choice,
@@ -25,21 +26,30 @@ from faig_lightning.attribution.validation import (
     resolve_degradations,
 )
 
-IG_VARIANTS = ("srresnet", "srcnn")
+IG_VARIANTS = ("srresnet", "srcnn", "gauss_legendre")
+# Points per input path when not given: the official scripts' 100; 8 Gauss-Legendre nodes matched their top-1 %
+# filters (overlap 1.000 blur, 0.993 noise on the quick-start pair, 13x faster; README).
+IG_DEFAULT_STEPS = {"srresnet": 100, "srcnn": 100, "gauss_legendre": 8}
 
 
-def ig_path(variant: str, steps: int = 100) -> tuple[np.ndarray, float]:
-    """Input-path nodes ``alpha`` (0 = clean LR, 1 = degraded LR) and the divisor of the gradient sum.
+def ig_path(variant: str, steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Input-path nodes ``alpha`` (0 = clean LR, 1 = degraded LR) and the weight of each node's gradient.
 
-    ``srresnet`` (official SRResNet script): ``alpha = s/steps`` for ``s = 0..steps-1``, sum divided by ``steps``.
+    ``srresnet`` (official SRResNet script): ``alpha = s/steps`` for ``s = 0..steps-1``, weights ``1/steps``.
     ``srcnn`` (official SRCNN-style script): ``s = 0..steps`` — ``steps + 1`` nodes including both ends — and
-    no division. The two differ by a constant factor and the degraded endpoint, so rankings nearly agree.
+    weights 1 (no division). The two differ by a constant factor and the degraded endpoint, so rankings nearly agree.
+    ``gauss_legendre``: ``steps`` Gauss-Legendre nodes on [0, 1], weights summing to 1: the integral the
+    ``srresnet`` sum approximates, exact for polynomials of degree ``2 steps - 1`` (few nodes suffice on a smooth
+    path, as for FAIG).
     """
     check_choice("IG variant", variant, IG_VARIANTS)
-    check_positive_int("IG steps", steps)
+    steps = check_positive_int("IG steps", IG_DEFAULT_STEPS[variant] if steps is None else steps)
     if variant == "srresnet":
-        return np.arange(steps) / steps, float(steps)
-    return np.arange(steps + 1) / steps, 1.0
+        return np.arange(steps) / steps, np.full(steps, 1.0 / steps)
+    if variant == "srcnn":
+        return np.arange(steps + 1) / steps, np.ones(steps + 1)
+    alphas, weights = quadrature("gauss_legendre", steps)
+    return alphas[::-1].copy(), weights[::-1].copy()
 
 
 def default_ig_batch(device: torch.device) -> int:
@@ -53,14 +63,14 @@ def compute_ig(
     *,
     scale: int,
     degradations: Sequence[str] | None = None,
-    variant: str = "srresnet",
-    steps: int = 100,
+    variant: str = "gauss_legendre",
+    steps: int | None = None,
     max_batch: int | None = None,
     device: str | torch.device | None = None,
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """IG scores per degradation: ``sum_n sum_kernel | sum_alpha d(sum F(theta, x_alpha)) / dW | / divisor``.
+    """IG scores per degradation: ``sum_n sum_kernel | sum_k w_k d(sum F(theta, x_alpha_k)) / dW |`` (``ig_path``).
 
     Only the TARGET is used; ``x_alpha = clean + alpha (degraded - clean)`` runs in input space from
     ``item["lq"]["clean"]``; gradients are taken w.r.t. the conv weights; scores are summed over images.
@@ -70,7 +80,7 @@ def compute_ig(
     available = check_eval_set(eval_set, scale)
     require_clean(available)
     degs = resolve_degradations(degradations, available)
-    alphas, divisor = ig_path(variant, steps)
+    alphas, weights = ig_path(variant, steps)
     dev = resolve_device(device, target)
     batch = check_positive_int("max_batch", default_ig_batch(dev) if max_batch is None else max_batch)
     index = FilterIndex.from_model(target)
@@ -79,6 +89,9 @@ def compute_ig(
     conv_names = index.weight_names
     sums = torch.zeros(len(degs), len(index), dtype=torch.float64, device=dev)
     alpha_t = torch.tensor(alphas, device=dev, dtype=next(iter(params.values())).dtype).view(-1, 1, 1, 1)
+    # node weights as a weighted objective: one backward of sum_b w_b sum F(x_b) gives sum_b w_b dF(x_b)/dW
+    uniform = bool(np.all(weights == weights[0]))
+    weight_t = torch.tensor(weights, device=dev, dtype=alpha_t.dtype).view(-1, 1, 1, 1)
     total, done = len(eval_set) * len(degs) * len(alphas), 0
     with eval_mode(target):
         for group in size_groups(eval_set):
@@ -91,12 +104,14 @@ def compute_ig(
                         leaves = {n: params[n].clone().requires_grad_() for n in conv_names}
                         x = clean + alpha_t[start : start + batch] * delta_x
                         out = functional_call(target, {**params, **leaves, **buffers}, (x,))
-                        for slot, g in zip(acc, torch.autograd.grad(out.sum(), list(leaves.values())), strict=True):
+                        objective = out.sum() if uniform else (out * weight_t[start : start + batch]).sum()
+                        for slot, g in zip(acc, torch.autograd.grad(objective, list(leaves.values())), strict=True):
                             slot.add_(g)
                         done += x.shape[0]
                         if progress is not None:
                             progress("ig", done, total)
-                    grads = {n: g / divisor for n, g in zip(conv_names, acc, strict=True)}
+                    scale_by = float(weights[0]) if uniform else 1.0  # the official scripts divide the sum once
+                    grads = {n: g * scale_by for n, g in zip(conv_names, acc, strict=True)}
                     sums[di] += index.per_filter(grads).to(torch.float64)
     if reduce_fn is not None:
         sums = reduce_fn(sums)

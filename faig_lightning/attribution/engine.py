@@ -141,7 +141,7 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
                 scores[method] = faig_result.discriminative
             elif method == "ig":
                 scores[method] = compute_ig(
-                    target, eval_set, scale=scale, degradations=degs, variant=cfg.ig_variant,
+                    target, eval_set, scale=scale, degradations=degs, variant=cfg.ig_variant, steps=cfg.ig_steps,
                     max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
                 )  # fmt: skip
             elif method == "abs_filter_change":

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.attribution.engine import AttributionResult, MaskingRow
@@ -49,10 +50,32 @@ def masking_markdown(rows: list[MaskingRow]) -> str:
     return "\n".join(lines)
 
 
-def log_progress(stage: str, done: int, total: int) -> None:
-    """A ``progress`` callback for ``run_attribution`` that logs about ten lines per stage."""
-    if done == total or done % max(1, total // 10) == 0:
-        log.info("  %s: %d/%d", stage, done, total)
+class ProgressBars:
+    """A ``progress`` callback for ``run_attribution``: one tqdm bar (with ETA) per stage, on the console when it is
+    a terminal; each finished stage leaves one line with its time in the log."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm | None = None
+        self._stage: tuple[str, int] | None = None
+        self._last = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._bar is None or self._stage != (stage, total) or done < self._last:
+            self.close()
+            self._bar = tqdm(total=total, desc=stage, unit="step", dynamic_ncols=True, disable=None, leave=False)
+            self._stage, self._last = (stage, total), 0
+        self._bar.update(done - self._last)
+        self._last = done
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """End the current bar and log its stage's time."""
+        if self._bar is not None:
+            self._bar.close()
+            elapsed = self._bar.format_dict["elapsed"]
+            log.info("  %s: %d/%d in %.1f s", self._stage[0], self._last, self._stage[1], elapsed)
+            self._bar = None
 
 
 def headline(result: AttributionResult) -> dict[str, float | int | None]:

@@ -51,7 +51,9 @@ class AttributionSettings:
       ``steps="auto"`` doubles from 8 nodes until the completeness gap is below ``tol`` or stops shrinking, within
       ``auto_budget`` nodes in all);
     - ``proportions``: masked percentages in (0, 100] (empty: no masking); ``seed``: the random baseline;
-    - ``ig_variant``, ``channel``: the official IG variant and gradient-map channel;
+    - ``ig_variant``/``ig_steps``: IG's input-path sum (``srresnet``/``srcnn``: the official scripts' Riemann sums,
+      100 points by default; ``gauss_legendre``: the same integral with 8 nodes by default); ``channel``: the
+      gradient-map channel;
     - ``max_batch``: samples per gradient call (None: 1 on CPU, from free memory on a GPU); ``device``: ``auto``
       (a CUDA GPU when there is one, else the target's device), None (the target's), ``cpu``, ``cuda[:N]``;
       ``tf32``: allow TF32 convolutions/matmuls on GPUs (off by default, so GPU scores match the CPU's to float32
@@ -68,7 +70,8 @@ class AttributionSettings:
     auto_budget: int = AUTO_BUDGET
     proportions: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     seed: int = 0
-    ig_variant: str = "srresnet"
+    ig_variant: str = "gauss_legendre"
+    ig_steps: int | None = None
     channel: str = "grey"
     max_batch: int | None = None
     device: str | None = "auto"
@@ -109,6 +112,8 @@ class AttributionSettings:
         _check_int("seed", self.seed, 0, "attribution.seed=0")
         if self.ig_variant not in IG_VARIANTS:
             raise FaigError(f"unknown attribution.ig_variant={self.ig_variant!r}; choose among {list(IG_VARIANTS)}")
+        if self.ig_steps is not None:
+            _check_int("ig_steps", self.ig_steps, 1, "attribution.ig_steps=100 (or null for the variant's default)")
         if self.channel not in CHANNELS:
             raise FaigError(f"unknown attribution.channel={self.channel!r}; choose among {list(CHANNELS)}")
         if self.max_batch is not None:

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
-from faig_lightning.attribution.report import drop_markdown, headline, log_progress
+from faig_lightning.attribution.report import ProgressBars, drop_markdown, headline
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import results_complete
 from faig_lightning.attribution.validation import state_fingerprint
@@ -74,7 +74,7 @@ class AttributionCallback(Callback):
         with torch.inference_mode(False), torch.enable_grad():
             result = run_attribution(baseline, target, shard, scale=pl_module.scale, settings=self.settings,
                                      reduce_fn=reduce_sum if world > 1 else None,
-                                     progress=log_progress if trainer.is_global_zero else None)
+                                     progress=ProgressBars() if trainer.is_global_zero else None)
         result.settings.update(num_images=len(eval_set), world_size=world, images_per_process=len(shard))
         self.result = result
         if trainer.is_global_zero:

@@ -31,8 +31,9 @@ class SRDataModule(pl.LightningDataModule):
     workers) or, with ``memmap=True``, decodes them once into a memory-mapped file under ``memmap_dir`` that later
     runs reuse (crops identical to the file path; not bound by RAM). Batches are ``(B, 3, gt_size, gt_size)`` HR
     crops in [0, 1] (plus ``margin`` pixels of context each side, set by ``faig-train`` from the degradation
-    pipeline, which degrades the padded crop and cuts the centre); an epoch is ``iters_per_epoch`` batches; crops and their order are pure functions of
-    ``seed`` and the epoch (``HRCropDataset``, ``EpochSampler``), independent of workers and global RNG.
+    pipeline, which degrades the padded crop and cuts the centre); an epoch is ``iters_per_epoch`` batches; crops
+    and their order are pure functions of ``seed`` and the epoch (``HRCropDataset``, ``EpochSampler``),
+    independent of workers and global RNG.
     Evaluation: ``eval`` holds the keyword arguments of ``build_eval_set`` except ``scale`` (missing keys take its
     defaults); the val loader yields ``{"name": [str], "gt": (1,3,H,W), "lq": {degradation: (1,3,H/s,W/s)}}``, one
     image per batch.
