@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
@@ -202,7 +203,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                   "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
                   "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
                   "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt,
-                  "seed": derive_seed(seed, stage), "freeze": scfg["freeze"]}
+                  "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile}
         with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
             module = SRModule(**kwargs)
         check_model(module.net, cfg.scale)
@@ -263,7 +264,8 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
         done = plan.resume_step is not None and plan.resume_step >= scfg["max_steps"]
         if not done:
             callbacks: list[Callback] = [
-                EMAWeightAveraging(decay=scfg["ema_decay"]),
+                # one foreach lerp over all weights per step instead of a kernel per tensor
+                EMAWeightAveraging(decay=scfg["ema_decay"], multi_avg_fn=get_ema_multi_avg_fn(scfg["ema_decay"])),
                 ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg["monitor"],
                                 mode="max", save_top_k=1, auto_insert_metric_name=False),
                 # the latest state after every validation, whether or not it is the best: what a restart resumes from

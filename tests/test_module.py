@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -62,3 +63,44 @@ def test_degradation_draws_follow_seed_and_step_only():
             assert all(torch.equal(before[5, s], seen[5, s]) for s in (0, 1))
     assert not torch.equal(seen[5, 0], seen[6, 0])
     assert not torch.equal(seen[5, 0], seen[5, 1])
+
+
+class _Losses(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def _trained(steps: int = 3, precision: str = "32-true", **kwargs) -> tuple[dict[str, torch.Tensor], list[float]]:
+    torch.manual_seed(0)
+    module = SRModule(NET, DEGRADATION, stage="target", lr=1e-3, **kwargs)
+    losses = _Losses()
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", precision=precision,
+                         callbacks=[pl.callbacks.EMAWeightAveraging(decay=0.9), losses])
+    trainer.fit(module, datamodule=_Crops())
+    assert list(module.state_dict()) == [f"net.{k}" for k in module.net.state_dict()]  # no compiled copies saved
+    assert all(v.dtype == torch.float32 for v in module.net.state_dict().values())
+    return {k: v.detach().clone() for k, v in module.net.state_dict().items()}, losses.losses
+
+
+@pytest.mark.slow
+def test_compiled_steps_match_eager_steps_and_bf16_losses_match_float32():
+    (eager, eager_losses), (compiled, compiled_losses) = _trained(), _trained(compile=True)
+    start = SRModule(NET, DEGRADATION).net.state_dict()
+    for k in eager:
+        moved = float((eager[k] - start[k]).abs().max())
+        assert (compiled[k] - eager[k]).abs().max() <= 1e-4 * moved + 1e-7, k
+    np.testing.assert_allclose(compiled_losses, eager_losses, rtol=1e-5)
+    # bf16 autocast: each step's float32 loss within bf16 resolution of the float32 run's (Adam's first steps
+    # amplify tiny gradient differences into weight differences, so the losses are the fair comparison)
+    _, bf16_losses = _trained(precision="bf16-mixed")
+    np.testing.assert_allclose(bf16_losses, eager_losses, rtol=2e-2)
+    assert bf16_losses != eager_losses
+
+
+def test_compile_mode_is_checked():
+    with pytest.raises(FaigError, match="compile must be true, false or one of"):
+        SRModule(NET, DEGRADATION, compile="fastest")

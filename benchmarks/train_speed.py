@@ -1,0 +1,149 @@
+"""Training-step speed: faig-train's step against a plain PyTorch loop doing the same work, on every device present.
+
+The plain loop is the reference (1.0x): the net, the target's on-device degradations (blur + noise, a margin of
+context cut off after degrading), L1, Adam, a cosine schedule and an EMA of the weights, eager and float32. The
+``faig-train`` rows run ``SRModule`` in a Lightning ``Trainer`` with the EMA callback ``faig-train`` uses, eager and
+with the opt-in ``compile`` and ``precision=bf16-mixed`` settings. Both read the same HR crops of the built-in
+photos (``HRCropDataset``, in memory, no workers). Times are ms per iteration after ``--warmup`` iterations (which
+absorb compilation); CUDA rows synchronise before reading the clock.
+
+    python benchmarks/train_speed.py [--net paper|small] [--steps 40] [--warmup 15] [--batch-size 16] [--gt-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from pytorch_lightning.callbacks import EMAWeightAveraging
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+
+from faig_lightning.data import HRCropDataset, load_builtin
+from faig_lightning.data.builtin import TRAIN_PHOTOS
+from faig_lightning.degradations import DegradationPipeline
+from faig_lightning.module import SRModule
+
+NETS = {
+    "paper": {"_target_": "faig_lightning.nets.MSRResNet", "scale": 2, "num_feat": 64, "num_block": 16},
+    "small": {"_target_": "faig_lightning.nets.MSRResNet", "scale": 2, "num_feat": 32, "num_block": 4},
+}
+DEGRADATION = {"scale": 2, "blur": {"prob": 0.5, "kernel_size": 21, "sigma": 2.0}, "noise": {"prob": 0.5, "sigma": 0.1}}
+LR, EMA_DECAY = 2e-4, 0.999
+
+
+def loader(batch_size: int, gt_size: int, iterations: int) -> DataLoader:
+    """HR crops (with the degradation's margin) of the built-in training photos, as ``faig-train`` reads them."""
+    photos = load_builtin(TRAIN_PHOTOS)
+    margin = DegradationPipeline(**DEGRADATION).margin
+    crops = HRCropDataset(list(photos.values()), gt_size=gt_size, length=batch_size * iterations, scale=2,
+                          margin=margin)
+    return DataLoader(crops, batch_size=batch_size, drop_last=True, num_workers=0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(net_spec: dict, data: DataLoader, device: torch.device, warmup: int) -> float:
+    """ms per iteration of the eager float32 reference loop."""
+    torch.manual_seed(0)
+    net = instantiate(net_spec).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=LR, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=250_000, eta_min=1e-7)
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY), use_buffers=True)
+    degrade = DegradationPipeline(**DEGRADATION).to(device)
+    margin = degrade.margin
+    gen = torch.Generator(device=device)
+    start = 0.0
+    for step, hr in enumerate(data):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        hr = hr.to(device, non_blocking=True)
+        gen.manual_seed(step)
+        lq, _ = degrade(hr, generator=gen, margin=margin)
+        loss = F.l1_loss(net(lq), hr[..., margin:-margin, margin:-margin])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ema.update_parameters(net)
+    sync(device)
+    return 1000 * (time.perf_counter() - start) / (len(data) - warmup)
+
+
+class _Clock(pl.Callback):
+    """Wall time from the start of iteration ``warmup`` to the end of the last one."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device = warmup, device
+        self.start = self.end = 0.0
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup:
+            sync(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.steps = batch_idx + 1 - self.warmup
+        sync(self.device)
+        self.end = time.perf_counter()
+
+
+def faig_train_step(net_spec: dict, data: DataLoader, device: torch.device, warmup: int, compile: bool | str,
+                    precision: str) -> float:
+    """ms per iteration of ``SRModule`` under a Lightning ``Trainer`` with the EMA callback, as ``faig-train``."""
+    torch.manual_seed(0)
+    module = SRModule(net_spec, DEGRADATION, stage="target", lr=LR, compile=compile, log_images=False)
+    clock = _Clock(warmup, device)
+    ema = EMAWeightAveraging(decay=EMA_DECAY, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY))
+    trainer = pl.Trainer(accelerator=device.type, devices=1, max_steps=len(data), precision=precision, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, callbacks=[ema, clock], benchmark=device.type == "cuda")
+    trainer.fit(module, train_dataloaders=data)
+    return 1000 * (clock.end - clock.start) / clock.steps
+
+
+def main() -> None:
+    """Parse arguments, time every configuration on every device and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--net", choices=list(NETS), help="default: paper on a GPU, small on the CPU")
+    parser.add_argument("--steps", type=int, default=40, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--gt-size", type=int, default=64)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    args = parser.parse_args()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    data = loader(args.batch_size, args.gt_size, args.warmup + args.steps)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch_size} x "
+          f"{args.gt_size} px HR; {args.steps} timed iterations after {args.warmup}")
+    print(f"{'device':28s} {'net':6s} {'run':40s} {'ms/iter':>8s} {'vs plain':>8s}")
+    for device in devices:
+        net = args.net or ("paper" if device.type == "cuda" else "small")
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        variants = [("faig-train, eager, 32-true", False, "32-true"),
+                    ("faig-train, eager, bf16-mixed", False, "bf16-mixed")]
+        if not args.no_compile:
+            variants += [("faig-train, compile, 32-true", True, "32-true"),
+                         ("faig-train, compile, bf16-mixed", True, "bf16-mixed")]
+            if device.type == "cuda":
+                variants.append(("faig-train, compile=reduce-overhead, bf16", "reduce-overhead", "bf16-mixed"))
+        reference = plain_loop(NETS[net], data, device, args.warmup)
+        plain = "plain PyTorch loop, eager, float32"
+        print(f"{name:28s} {net:6s} {plain:40s} {reference:8.1f} {1.0:7.2f}x", flush=True)
+        for label, compile_mode, precision in variants:
+            ms = faig_train_step(NETS[net], data, device, args.warmup, compile_mode, precision)
+            print(f"{name:28s} {net:6s} {label:40s} {ms:8.1f} {reference / ms:7.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
