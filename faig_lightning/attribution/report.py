@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,13 @@ class ProgressBars:
         self._bar: tqdm | None = None
         self._stage: tuple[str, int] | None = None
         self._last = 0
+        self._start = 0.0
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self._bar is None or self._stage != (stage, total) or done < self._last:
             self.close()
             self._bar = tqdm(total=total, desc=stage, unit="step", dynamic_ncols=True, disable=None, leave=False)
-            self._stage, self._last = (stage, total), 0
+            self._stage, self._last, self._start = (stage, total), 0, time.perf_counter()
         self._bar.update(done - self._last)
         self._last = done
         if done >= total:
@@ -73,7 +75,7 @@ class ProgressBars:
         """End the current bar and log its stage's time."""
         if self._bar is not None:
             self._bar.close()
-            elapsed = self._bar.format_dict["elapsed"]
+            elapsed = time.perf_counter() - self._start
             log.info("  %s: %d/%d in %.1f s", self._stage[0], self._last, self._stage[1], elapsed)
             self._bar = None
 
