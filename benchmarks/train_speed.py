@@ -20,10 +20,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from pytorch_lightning.callbacks import EMAWeightAveraging
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from faig_lightning.callbacks.ema import ForeachEMA
 from faig_lightning.data import HRCropDataset, load_builtin
 from faig_lightning.data.builtin import TRAIN_PHOTOS
 from faig_lightning.degradations import DegradationPipeline
@@ -104,7 +104,7 @@ def faig_train_step(net_spec: dict, data: DataLoader, device: torch.device, warm
     torch.manual_seed(0)
     module = SRModule(net_spec, DEGRADATION, stage="target", lr=LR, compile=compile, log_images=False)
     clock = _Clock(warmup, device)
-    ema = EMAWeightAveraging(decay=EMA_DECAY, multi_avg_fn=get_ema_multi_avg_fn(EMA_DECAY))
+    ema = ForeachEMA(decay=EMA_DECAY)
     trainer = pl.Trainer(accelerator=device.type, devices=1, max_steps=len(data), precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, callbacks=[ema, clock], benchmark=device.type == "cuda")

@@ -1,8 +1,8 @@
 """Checkpoint I/O: BasicSR ``.pth`` files and our Lightning ``.ckpt`` files, in both directions.
 
 - BasicSR files hold ``params_ema`` and/or ``params`` (or are a bare state dict); keys may carry ``module.``.
-- Our Lightning checkpoints hold the EMA weights in ``state_dict`` (Lightning's ``EMAWeightAveraging`` moves
-  the raw weights to ``current_model_state``); the network lives under the ``net.`` prefix.
+- Our Lightning checkpoints hold the EMA weights in ``state_dict`` (the EMA callback, a Lightning
+  ``WeightAveraging``, moves the raw weights to ``current_model_state``); the network lives under the ``net.`` prefix.
 """
 
 from __future__ import annotations

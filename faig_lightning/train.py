@@ -24,14 +24,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
-from torch.optim.swa_utils import get_ema_multi_avg_fn
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.settings import AttributionSettings
-from faig_lightning.callbacks import AttributionCallback
+from faig_lightning.callbacks import AttributionCallback, ForeachEMA
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
 from faig_lightning.cli import main_with_exit_code, run_job
 from faig_lightning.config import CONF_DIR, plain
@@ -264,8 +263,7 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
         done = plan.resume_step is not None and plan.resume_step >= scfg["max_steps"]
         if not done:
             callbacks: list[Callback] = [
-                # one foreach lerp over all weights per step instead of a kernel per tensor
-                EMAWeightAveraging(decay=scfg["ema_decay"], multi_avg_fn=get_ema_multi_avg_fn(scfg["ema_decay"])),
+                ForeachEMA(decay=scfg["ema_decay"]),
                 ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg["monitor"],
                                 mode="max", save_top_k=1, auto_insert_metric_name=False),
                 # the latest state after every validation, whether or not it is the best: what a restart resumes from
@@ -273,7 +271,7 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
                                 enable_version_counter=False),
             ]
             if attribution is not None:
-                callbacks.append(attribution)  # after EMAWeightAveraging: the EMA weights are in place when it runs
+                callbacks.append(attribution)  # after the EMA callback: the EMA weights are in place when it runs
             trainer = _trainer(cfg, scfg, stage_dir, logger, callbacks)
             resume = str(last) if plan.resume_step is not None else None
             trainer.fit(module, datamodule=plan.datamodule, ckpt_path=resume)

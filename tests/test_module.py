@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from faig_lightning.callbacks import ForeachEMA
 from faig_lightning.errors import FaigError
 from faig_lightning.module import SRModule, frozen_parameters
 
@@ -73,13 +74,15 @@ class _Losses(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def _trained(steps: int = 3, precision: str = "32-true", **kwargs) -> tuple[dict[str, torch.Tensor], list[float]]:
+def _trained(
+    steps: int = 3, precision: str = "32-true", ema: pl.Callback | None = None, **kwargs
+) -> tuple[dict[str, torch.Tensor], list[float]]:
     torch.manual_seed(0)
     module = SRModule(NET, DEGRADATION, stage="target", lr=1e-3, **kwargs)
     losses = _Losses()
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, accelerator="cpu", precision=precision,
-                         callbacks=[pl.callbacks.EMAWeightAveraging(decay=0.9), losses])
+                         callbacks=[ema or ForeachEMA(decay=0.9), losses])
     trainer.fit(module, datamodule=_Crops())
     assert list(module.state_dict()) == [f"net.{k}" for k in module.net.state_dict()]  # no compiled copies saved
     assert all(v.dtype == torch.float32 for v in module.net.state_dict().values())
@@ -104,3 +107,12 @@ def test_compiled_steps_match_eager_steps_and_bf16_losses_match_float32():
 def test_compile_mode_is_checked():
     with pytest.raises(FaigError, match="compile must be true, false or one of"):
         SRModule(NET, DEGRADATION, compile="fastest")
+
+
+def test_foreach_ema_equals_lightnings_ema():
+    ours, _ = _trained(steps=4)
+    lightning, _ = _trained(steps=4, ema=pl.callbacks.EMAWeightAveraging(decay=0.9))
+    plain, _ = _trained(steps=4, ema=pl.Callback())  # without an EMA the weights differ
+    for k in ours:
+        torch.testing.assert_close(ours[k], lightning[k], rtol=1e-6, atol=1e-7)
+    assert any(not torch.allclose(ours[k], plain[k]) for k in ours)

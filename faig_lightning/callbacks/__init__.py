@@ -1,5 +1,6 @@
 """Lightning callbacks: thin layers over the plain-torch engine."""
 
 from faig_lightning.callbacks.attribution import AttributionCallback
+from faig_lightning.callbacks.ema import ForeachEMA
 
-__all__ = ["AttributionCallback"]
+__all__ = ["AttributionCallback", "ForeachEMA"]

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class AttributionCallback(Callback):
     """After fit, rank and mask the target's filters and write the results into ``out_dir``.
 
-    Attach it after ``EMAWeightAveraging`` so that the EMA weights are in place when it runs. It runs only when
-    training reached ``max_steps`` and the results in ``out_dir`` are not already complete for these weights and
+    Attach it after the EMA callback (``ForeachEMA``) so that the EMA weights are in place when it runs. It runs only
+    when training reached ``max_steps`` and the results in ``out_dir`` are not already complete for these weights and
     settings. Under DDP each process takes every ``world_size``-th eval image, the engine sums scores and
     metrics across processes, and rank 0 writes the files and logs to W&B.
     """
