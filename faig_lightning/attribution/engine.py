@@ -23,11 +23,14 @@ from faig_lightning.attribution.faig import (
 )
 from faig_lightning.attribution.filters import FilterIndex, ranking
 from faig_lightning.attribution.functional import resolve_device, tf32_allowed
-from faig_lightning.attribution.masking import FilterMasker
+from faig_lightning.attribution.locations import LocationRow, filter_locations
+from faig_lightning.attribution.masking import FilterMasker, filter_set_key
 from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
+from faig_lightning.attribution.modulation import ModulationRow, modulation_curves, modulation_strip, strip_lambdas
 from faig_lightning.attribution.settings import METHODS, AttributionSettings
 from faig_lightning.attribution.stored import check_same_nets, read_rankings, read_results_summary
 from faig_lightning.attribution.validation import check_eval_set, check_pair, state_fingerprint
+from faig_lightning.errors import FaigError
 
 __all__ = ["METHODS", "AttributionResult", "MaskingRow", "run_attribution"]
 
@@ -54,7 +57,8 @@ class AttributionResult:
     degradation, the masking table, unmasked metrics ``{"target"|"baseline": {input: {"psnr", "ssim",
     "grad_mse_x1000"}}}`` (gradient-map difference vs the target, so 0 for the target), FAIG details, timings,
     settings. ``fingerprints`` identify the baseline and target weights; ``reused`` is the summary of the run whose
-    rankings were reused, if any."""
+    rankings were reused, if any; ``locations`` and ``modulation`` hold the analyses' rows (empty when off) and
+    ``modulation_strip`` the first eval image's outputs per modulated degradation (see ``modulation_strip``)."""
 
     index: FilterIndex
     rankings: dict[str, dict[str, np.ndarray]]
@@ -66,6 +70,9 @@ class AttributionResult:
     settings: dict[str, Any] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
     reused: dict[str, Any] | None = None
+    locations: list[LocationRow] = field(default_factory=list)
+    modulation: list[ModulationRow] = field(default_factory=list)
+    modulation_strip: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def completeness(self) -> dict[str, Completeness]:
@@ -154,12 +161,35 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         rankings = {m: {d: ranking(torch.from_numpy(s)).numpy() for d, s in per.items()} for m, per in scores.items()}
         scores = {m: {d: s.astype(np.float32) for d, s in per.items()} for m, per in scores.items()}
 
+    moved = cfg.modulation_method or ("faig" if "faig" in rankings else next(iter(rankings)))  # modulated method
+    if "modulation" in cfg.analyses and moved not in rankings:
+        raise FaigError(f"attribution.modulation_method={moved} has no rankings in {cfg.rankings_from}; it has "
+                        f"{list(rankings)}")
     t0 = time.perf_counter()
-    masking, unmasked = _masking_table(
-        baseline, target, eval_set, rankings, index, scale=scale, inputs=inputs, proportions=cfg.proportions,
-        channel=cfg.channel, device=dev, reduce_fn=reduce_fn, progress=progress,
+    evaluator = Evaluator(
+        eval_set, scale=scale, degradations=inputs, device=dev, channel=cfg.channel,
+        max_batch=default_eval_batch(dev), reduce_fn=reduce_fn,
     )  # fmt: skip
+    masker = FilterMasker(baseline, target, device=dev)
+    masking, unmasked, measured = _masking_table(baseline, masker, evaluator, rankings, index, cfg.proportions,
+                                                 progress)
     timings["masking"] = time.perf_counter() - t0
+    locations: list[LocationRow] = []
+    modulation: list[ModulationRow] = []
+    strip: dict[str, torch.Tensor] = {}
+    if "locations" in cfg.analyses:
+        locations = filter_locations(index, rankings, cfg.proportions)
+    if "modulation" in cfg.analyses:
+        t0 = time.perf_counter()
+        # lam = 0 is a masked net and lam = 1 the target (bit-identical weights): reuse what masking measured
+        known = {(key, 0.0): metrics for key, metrics in measured.items()}
+        modulation = modulation_curves(masker, evaluator, rankings[moved],
+                                       method=moved, proportion=cfg.modulation_proportion,
+                                       lambdas=cfg.lambdas, known=known, unmasked=unmasked["target"],
+                                       progress=progress)
+        strip = modulation_strip(masker, eval_set[0], rankings[moved],
+                                 proportion=cfg.modulation_proportion, lambdas=strip_lambdas(cfg.lambdas))
+        timings["modulation"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     settings_out = {
         **cfg.to_dict(),
@@ -175,31 +205,22 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         "num_filters": len(index),
     }
     return AttributionResult(index, rankings, scores, masking, unmasked, faig_result, timings, settings_out,
-                             fingerprints, reused)
+                             fingerprints, reused, locations, modulation, strip)
 
 
 def _masking_table(
     baseline: nn.Module,
-    target: nn.Module,
-    eval_set: Sequence[EvalItem],
+    masker: FilterMasker,
+    evaluator: Evaluator,
     rankings: dict[str, dict[str, np.ndarray]],
     index: FilterIndex,
-    *,
-    scale: int,
-    inputs: list[str],
     proportions: tuple[float, ...],
-    channel: str,
-    device: torch.device,
-    reduce_fn: ReduceFn | None,
     progress: Progress | None,
-) -> tuple[list[MaskingRow], dict[str, dict[str, dict[str, float]]]]:
-    """Metrics of the unmasked nets and of every (method, ranked degradation, proportion) substitution."""
-    evaluator = Evaluator(
-        eval_set, scale=scale, degradations=inputs, device=device, channel=channel,
-        max_batch=default_eval_batch(device), reduce_fn=reduce_fn,
-    )  # fmt: skip
-    masker = FilterMasker(baseline, target, device=device)
+) -> tuple[list[MaskingRow], dict[str, dict[str, dict[str, float]]], dict[bytes, dict[str, dict[str, float]]]]:
+    """Metrics of the unmasked nets and of every (method, ranked degradation, proportion) substitution; also the
+    metrics per masked filter set (``filter_set_key``)."""
     evaluator.set_reference(masker.net)
+    device = next(masker.net.parameters()).device
     unmasked = {
         "target": evaluator.evaluate(masker.net),
         "baseline": evaluator.evaluate(copy.deepcopy(baseline).to(device).eval()),
@@ -209,7 +230,7 @@ def _masking_table(
     done: dict[bytes, dict[str, dict[str, float]]] = {}
     for n, (method, deg, p) in enumerate(jobs, start=1):
         top = rankings[method][deg][: index.top_k(p)]
-        key = np.sort(top).tobytes()
+        key = filter_set_key(top)
         if key not in done:  # identical filter sets (|dtheta| ranks every degradation alike) are measured once
             with masker.masked(top) as net:
                 done[key] = evaluator.evaluate(net)
@@ -229,4 +250,4 @@ def _masking_table(
             )
         if progress is not None:
             progress("masking", n, len(jobs))
-    return rows, unmasked
+    return rows, unmasked, done

@@ -15,6 +15,11 @@ from faig_lightning.attribution.validation import check_pair
 from faig_lightning.errors import FaigError
 
 
+def filter_set_key(filters: torch.Tensor | np.ndarray | list[int]) -> bytes:
+    """A hashable key of a set of global filter indices (order and dtype do not matter)."""
+    return np.sort(np.asarray(filters, dtype=np.int64).reshape(-1)).tobytes()
+
+
 class FilterMasker:
     """One working copy of the target whose chosen filters ``W[o, i]`` can be substituted temporarily.
 

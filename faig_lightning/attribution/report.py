@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from tqdm.auto import tqdm
 
 from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.attribution.engine import AttributionResult, MaskingRow
+from faig_lightning.attribution.modulation import strip_lambdas
 from faig_lightning.attribution.stored import SUMMARY
 
 MASKING_COLUMNS = [f.name for f in fields(MaskingRow)]
+ANALYSIS_FILES = ("filter_locations.csv", "filter_locations.png", "modulation.csv", "modulation.png",
+                  "modulation_strip.png")
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,85 @@ log = logging.getLogger(__name__)
 def _write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a name
         np.save(fh, array)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def rows_csv(rows: Sequence[Any]) -> str:
+    """Dataclass rows as CSV text, a header of their field names (``lam`` is written ``lambda``)."""
+    buffer = io.StringIO()
+    names = [f.name for f in fields(rows[0])]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["lambda" if n == "lam" else n for n in names])
+    for row in rows:
+        writer.writerow([getattr(row, n) for n in names])
+    return buffer.getvalue()
+
+
+def modulation_figure(result: AttributionResult) -> Figure:
+    """PSNR vs lambda, a panel per input degradation, a line per modulated degradation's filters; the unmasked
+    target dashed (lambda = 1) — the modulated degradation's own input should follow lambda, the others stay."""
+    rows = result.modulation
+    inputs = list(dict.fromkeys(r.input_degradation for r in rows))
+    fig = Figure(figsize=(3.6 * len(inputs), 3.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(inputs), squeeze=False)[0]
+    for ax, inp in zip(axes, inputs, strict=True):
+        for deg in dict.fromkeys(r.degradation for r in rows):
+            pts = sorted((r.lam, r.psnr) for r in rows if r.degradation == deg and r.input_degradation == inp)
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=f"{deg} filters")
+        ax.axhline(result.unmasked["target"][inp]["psnr"], color="grey", linestyle="--", label="target")
+        ax.set_title(f"{inp} input", fontsize=9)
+        ax.set_xlabel("lambda (0 = baseline filters, 1 = target)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(alpha=0.3)
+    first = rows[0]
+    axes[0].legend(fontsize=7, title=f"{first.method} top {first.proportion:g} %", title_fontsize=7)
+    return fig
+
+
+def strip_figure(result: AttributionResult) -> Figure:
+    """The first eval image's output on each degradation's input, its filters modulated across lambda."""
+    lambdas = strip_lambdas(result.settings["lambdas"])
+    degs = list(result.modulation_strip)
+    fig = Figure(figsize=(2.0 * len(lambdas), 2.2 * len(degs)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(degs), len(lambdas), squeeze=False)
+    for r, deg in enumerate(degs):
+        for c, lam in enumerate(lambdas):
+            ax = axes[r][c]
+            ax.imshow(result.modulation_strip[deg][c].permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"lambda {lam:g}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{deg} filters, {deg} input", fontsize=8)
+    return fig
+
+
+def locations_figure(result: AttributionResult) -> Figure:
+    """Per method, the share of each layer's filters among a degradation's top filters (smallest proportion)."""
+    rows = result.locations
+    proportion = min(r.proportion for r in rows)
+    methods = list(dict.fromkeys(r.method for r in rows))
+    fig = Figure(figsize=(4.2 * len(methods), 3.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(methods), squeeze=False, sharey=True)[0]
+    for ax, method in zip(axes, methods, strict=True):
+        for deg in dict.fromkeys(r.degradation for r in rows):
+            pts = [(r.layer_index, 100 * r.share) for r in rows
+                   if r.method == method and r.degradation == deg and r.proportion == proportion]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", label=deg)
+        ax.set_title(f"{method}: top {proportion:g} % per layer", fontsize=9)
+        ax.set_xlabel("layer (module order)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of the layer's filters (%)")
+    axes[0].legend(fontsize=7)
+    return fig
 
 
 def masking_csv(rows: list[MaskingRow]) -> str:
@@ -198,11 +281,13 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
     - ``attribution/<method>/<degradation>_index.txt``: every filter index, one per line, most discriminative
       first (the official format);
     - ``attribution/<method>/<degradation>_scores.npy``: float32 scores;
-    - ``masking.csv`` (if masked), ``curves.png`` (if masked) and ``summary.json`` (with ``provenance``: where
-      the nets came from), written last.
+    - ``masking.csv`` and ``curves.png`` (if masked);
+    - ``filter_locations.csv``/``.png`` and ``modulation.csv``/``.png``/``modulation_strip.png`` (the analyses that
+      ran);
+    - ``summary.json`` (with ``provenance``: where the nets came from), written last.
     """
     out = Path(out_dir)
-    for name in (SUMMARY, "masking.csv", "curves.png"):
+    for name in (SUMMARY, "masking.csv", "curves.png", *ANALYSIS_FILES):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "attribution", ignore_errors=True)
     for method, per in result.rankings.items():
@@ -212,9 +297,14 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
             _write_npy(folder / f"{deg}_scores.npy", np.asarray(result.scores[method][deg], dtype=np.float32))
     if result.masking:
         atomic_write_text(out / "masking.csv", masking_csv(result.masking))
-        fig = curves_figure(result)
-        with atomic_path(out / "curves.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        _save(curves_figure(result), out / "curves.png")
+    if result.locations:
+        atomic_write_text(out / "filter_locations.csv", rows_csv(result.locations))
+        _save(locations_figure(result), out / "filter_locations.png")
+    if result.modulation:
+        atomic_write_text(out / "modulation.csv", rows_csv(result.modulation))
+        _save(modulation_figure(result), out / "modulation.png")
+        _save(strip_figure(result), out / "modulation_strip.png")
     payload = {**summary(result), "provenance": provenance or {}}
     text = json.dumps(payload, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     atomic_write_text(out / SUMMARY, text + "\n")

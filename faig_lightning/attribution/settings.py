@@ -18,11 +18,13 @@ import torch
 from faig_lightning.attribution.baselines import IG_VARIANTS
 from faig_lightning.attribution.faig import AUTO_BUDGET, AUTO_START_STEPS, DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
 from faig_lightning.attribution.metrics import CHANNELS
+from faig_lightning.attribution.modulation import DEFAULT_LAMBDAS
 from faig_lightning.attribution.quadrature import RULES
 from faig_lightning.attribution.validation import check_proportions, require_clean, resolve_degradations
 from faig_lightning.errors import FaigError
 
 METHODS = ("faig", "ig", "abs_filter_change", "random")
+ANALYSES = ("modulation", "locations")
 CONFIG_ONLY_KEYS = ("enabled",)
 """Keys of the ``attribution`` config group that switch the callback and are not engine settings."""
 
@@ -59,6 +61,10 @@ class AttributionSettings:
       ``tf32``: allow TF32 convolutions/matmuls on GPUs (off by default, so GPU scores match the CPU's to float32
       precision; PyTorch's own default for convolutions is on);
     - ``panel_proportion``: the proportion shown in Figure-2 panels;
+    - ``analyses``: among ``ANALYSES`` — ``modulation`` (the top ``modulation_proportion`` % filters of
+      ``modulation_method`` set to ``lam * target + (1 - lam) * baseline`` for each of ``lambdas``) and
+      ``locations`` (per layer, how many of each ranking's top filters it holds); ``modulation_method`` None means
+      ``faig`` when it is ranked, else the first method;
     - ``rankings_from``: a run folder whose rankings are reused (only masking is computed).
     """
 
@@ -78,6 +84,10 @@ class AttributionSettings:
     tf32: bool = False
     panel_proportion: float = 1.0
     rankings_from: str | None = None
+    analyses: tuple[str, ...] = ANALYSES
+    modulation_method: str | None = None
+    modulation_proportion: float = 1.0
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -119,6 +129,24 @@ class AttributionSettings:
         if self.max_batch is not None:
             _check_int("max_batch", self.max_batch, 1, "attribution.max_batch=8 (or null for the default)")
         set_(self, "device", check_device(self.device))
+        analyses = tuple(dict.fromkeys(str(a) for a in _as_list(self.analyses)))
+        unknown = [a for a in analyses if a not in ANALYSES]
+        if unknown:
+            raise FaigError(f"unknown attribution.analyses {unknown}; choose among {list(ANALYSES)} (or [] for none)")
+        set_(self, "analyses", analyses)
+        if self.modulation_method is not None and self.modulation_method not in methods:
+            raise FaigError(f"attribution.modulation_method={self.modulation_method!r} is not among "
+                            f"attribution.methods {list(methods)}; add it or pick one of them")
+        if isinstance(self.modulation_proportion, list | tuple):
+            raise FaigError("attribution.modulation_proportion must be one percentage, got "
+                            f"{self.modulation_proportion!r}")
+        set_(self, "modulation_proportion",
+             check_proportions([self.modulation_proportion], "attribution.modulation_proportion")[0])
+        lambdas = _as_list(self.lambdas)
+        if not lambdas or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                                  for v in lambdas):
+            raise FaigError(f"attribution.lambdas must list finite numbers, e.g. [0,0.5,1,1.5]; got {self.lambdas!r}")
+        set_(self, "lambdas", tuple(float(v) for v in lambdas))
         if self.rankings_from is not None:
             set_(self, "rankings_from", str(self.rankings_from))
 
@@ -143,7 +171,7 @@ class AttributionSettings:
 
     def check_filters(self, num_filters: int) -> None:
         """Raise when a proportion selects no filter of a net with ``num_filters`` filters (``int(N * p / 100)``)."""
-        for p in (*self.proportions, self.panel_proportion):
+        for p in (*self.proportions, self.panel_proportion, self.modulation_proportion):
             if int(num_filters * p / 100) < 1:
                 smallest = math.ceil(100 * 10 / num_filters) / 10
                 raise FaigError(f"masking {p:g} % of this net's {num_filters} filters selects none; use proportions "

@@ -1,0 +1,125 @@
+"""Filter modulation and filter locations: endpoints, caching, per-layer counts, files."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_pair
+from test_attribution_faig import make_eval_set
+
+from faig_lightning.attribution import FilterIndex, FilterMasker, run_attribution, write_results
+from faig_lightning.attribution.filters import ranking
+from faig_lightning.attribution.locations import filter_locations
+from faig_lightning.attribution.masking import filter_set_key
+from faig_lightning.attribution.metrics import Evaluator
+from faig_lightning.attribution.modulation import modulation_curves, strip_lambdas
+from faig_lightning.errors import FaigError
+from faig_lightning.nets import MSRResNet
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _setup():
+    baseline, target = make_pair(MSRResNet(num_feat=8, num_block=1))
+    eval_set = make_eval_set([(8, 10), (8, 10)])
+    index = FilterIndex.from_model(target)
+    gen = torch.Generator().manual_seed(3)
+    rankings = {d: torch.randperm(len(index), generator=gen).numpy() for d in ("blur", "noise")}
+    masker = FilterMasker(baseline, target)
+    evaluator = Evaluator(eval_set, scale=2, degradations=["clean", "blur", "noise"], device=torch.device("cpu"))
+    evaluator.set_reference(masker.net)
+    return baseline, target, eval_set, index, rankings, masker, evaluator
+
+
+def test_modulation_endpoints_are_the_target_and_the_masked_net_exactly():
+    _, target, _, index, rankings, masker, evaluator = _setup()
+    rows = modulation_curves(masker, evaluator, rankings, method="faig", proportion=10, lambdas=[0.0, 0.5, 1.0, 1.5])
+    unmasked = evaluator.evaluate(target.eval())
+    for deg in ("blur", "noise"):
+        top = rankings[deg][: index.top_k(10)]
+        with masker.masked(top) as net:
+            masked = evaluator.evaluate(net)
+            weights = {k: v.clone() for k, v in net.state_dict().items()}
+        with masker.masked(top, 0.0) as net:
+            assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+        with masker.masked(top, 1.0) as net:
+            assert all(torch.equal(target.state_dict()[k], v) for k, v in net.state_dict().items())
+        got = {(r.lam, r.input_degradation): (r.psnr, r.ssim) for r in rows if r.degradation == deg}
+        for inp in ("clean", "blur", "noise"):
+            assert got[1.0, inp] == (unmasked[inp]["psnr"], unmasked[inp]["ssim"])
+            assert got[0.0, inp] == (masked[inp]["psnr"], masked[inp]["ssim"])
+            assert got[0.5, inp] != got[1.0, inp] and got[1.5, inp] != got[1.0, inp]
+
+
+def test_modulation_reuses_known_points_instead_of_evaluating():
+    _, _, _, index, rankings, masker, evaluator = _setup()
+    top = rankings["blur"][: index.top_k(10)]
+    sentinel = {inp: {"psnr": -1.0, "ssim": -1.0} for inp in ("clean", "blur", "noise")}
+    rows = modulation_curves(masker, evaluator, {"blur": rankings["blur"]}, method="faig", proportion=10,
+                             lambdas=[0.0, 1.0], known={(filter_set_key(top), 0.0): sentinel}, unmasked=sentinel)
+    assert {r.psnr for r in rows} == {-1.0}
+
+
+def test_locations_count_the_top_filters_per_layer():
+    _, _, _, index, rankings, _, _ = _setup()
+    rows = filter_locations(index, {"faig": rankings}, [1, 10])
+    assert len(rows) == 2 * 2 * len(index.layers)
+    for deg in ("blur", "noise"):
+        for p in (1, 10):
+            top = rankings[deg][: index.top_k(p)]
+            mine = [r for r in rows if r.degradation == deg and r.proportion == p]
+            assert sum(r.selected for r in mine) == len(top)
+            for r in mine:
+                layer = index.layers[r.layer_index]
+                naive = int(np.sum((top >= layer.offset) & (top < layer.offset + layer.count)))
+                assert r.selected == naive and r.filters_in_layer == layer.count
+                assert r.share == naive / layer.count and r.layer_name == layer.name.removesuffix(".weight")
+
+
+def test_strip_lambdas_keep_the_ends():
+    assert strip_lambdas([0, 0.5, 1]) == (0.0, 0.5, 1.0)
+    assert strip_lambdas([round(0.1 * k, 1) for k in range(16)]) == (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)
+
+
+def test_run_attribution_writes_the_analyses(tmp_path):
+    baseline, target = make_pair(MSRResNet(num_feat=8, num_block=1))
+    eval_set = make_eval_set([(8, 10), (8, 10)])
+    result = run_attribution(baseline, target, eval_set, scale=2, methods=["faig", "random"], steps=2,
+                             proportions=[1, 10], lambdas=[0, 0.5, 1])
+    assert {r.lam for r in result.modulation} == {0.0, 0.5, 1.0}
+    masked = {(r.masked_degradation, r.input_degradation): r.psnr for r in result.masking
+              if r.method == "faig" and r.proportion == 1}
+    for r in result.modulation:
+        if r.lam == 0:
+            assert r.psnr == masked[r.degradation, r.input_degradation]
+    assert result.modulation_strip["blur"].shape[0] == 3
+    assert np.array_equal(ranking(torch.from_numpy(result.scores["faig"]["blur"])).numpy()[:5],
+                          result.rankings["faig"]["blur"][:5])
+    write_results(result, tmp_path)
+    for name in ("modulation.csv", "modulation.png", "modulation_strip.png", "filter_locations.csv",
+                 "filter_locations.png"):
+        assert (tmp_path / name).is_file(), name
+    with open(tmp_path / "modulation.csv") as fh:
+        header = next(csv.reader(fh))
+    assert header == ["method", "degradation", "proportion", "lambda", "input_degradation", "psnr", "ssim"]
+    none = run_attribution(baseline, target, eval_set, scale=2, methods=["random"], proportions=[10], analyses=[])
+    assert none.modulation == [] and none.locations == []
+    assert run_attribution(baseline, target, eval_set, scale=2, methods=["random"], proportions=[10],
+                           lambdas=[0.5]).modulation[0].method == "random"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"analyses": ["shap"]}, "unknown attribution.analyses"),
+        ({"methods": ["random"], "modulation_method": "faig"}, "modulation_method='faig' is not among"),
+        ({"lambdas": []}, "attribution.lambdas must list finite numbers"),
+        ({"modulation_proportion": 0}, "modulation_proportion value 0"),
+    ],
+)
+def test_analysis_settings_are_checked(changes, message):
+    from faig_lightning.attribution import AttributionSettings
+
+    with pytest.raises(FaigError, match=message):
+        AttributionSettings(**changes)
