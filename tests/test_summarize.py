@@ -50,6 +50,10 @@ def make_run(folder: Path, sigma: str, seed: int, failed: bool = False, logger: 
                                "1.2345678901234567e-05"]
                     rows.append([method, deg, f"{p:.1f}", str(NUM_FILTERS * p // 100), inp, *metrics])
     (folder / "masking.csv").write_text("".join(",".join(r) + "\n" for r in rows))
+    if seed == 0:  # only one run has the modulation analysis
+        lines = ["method,degradation,proportion,lambda,input_degradation,psnr,ssim"]
+        lines += [f"faig,blur,1.0,{lam},{inp},{20 + rng.random():.17g},0.5" for lam in (0.0, 0.5) for inp in INPUTS]
+        (folder / "modulation.csv").write_text("\n".join(lines) + "\n")
     settings = {"methods": METHODS, "degradations": DEGRADATIONS, "proportions": PROPORTIONS}
     (folder / "summary.json").write_text(json.dumps({"num_filters": NUM_FILTERS, "settings": settings}))
     (folder / "status.json").write_text(json.dumps({"status": "complete", "error": None}))
@@ -86,6 +90,14 @@ def test_summary_csv_copies_masking_strings_exactly(sweep):
         assert [{c: r[c] for c in MASKING_COLUMNS} for r in got] == expected
         assert {r[SIGMA] for r in got} == {sigma} and {r["status"] for r in got} == {"complete"}
     assert "0.90000000000000002" in (sweep / "summary.csv").read_text()
+
+
+def test_analysis_rows_are_gathered_across_runs(sweep):
+    gathered = read_csv(sweep / "modulation.csv")
+    own = read_csv(sweep / "0" / "modulation.csv")
+    assert [{k: v for k, v in r.items() if k not in ("run", SIGMA)} for r in gathered] == own
+    assert {(r["run"], r[SIGMA]) for r in gathered} == {("0", "1.0")}
+    assert not (sweep / "filter_locations.csv").exists()  # no run has it
 
 
 def test_failed_run_is_listed(sweep):

@@ -41,12 +41,17 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
+def row_columns(rows: Sequence[Any]) -> list[str]:
+    """Column names of dataclass rows: their field names, ``lam`` written ``lambda``."""
+    return ["lambda" if f.name == "lam" else f.name for f in fields(rows[0])]
+
+
 def rows_csv(rows: Sequence[Any]) -> str:
-    """Dataclass rows as CSV text, a header of their field names (``lam`` is written ``lambda``)."""
+    """Dataclass rows as CSV text with a header of ``row_columns``."""
     buffer = io.StringIO()
     names = [f.name for f in fields(rows[0])]
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["lambda" if n == "lam" else n for n in names])
+    writer.writerow(row_columns(rows))
     for row in rows:
         writer.writerow([getattr(row, n) for n in names])
     return buffer.getvalue()
@@ -185,6 +190,22 @@ def headline(result: AttributionResult) -> dict[str, float | int | None]:
     for net, per in result.unmasked.items():
         for inp, metrics in per.items():
             out[f"attribution/unmasked/{net}/{inp}/psnr"] = metrics["psnr"]
+    for r in result.modulation:
+        out[f"attribution/modulation/{r.degradation}_filters/{r.input_degradation}/psnr_lambda{r.lam:g}"] = r.psnr
+    for (method, deg, prop), depth in mean_depths(result.locations).items():
+        out[f"attribution/locations/{method}/p{prop:g}/{deg}/mean_depth"] = depth
+    return out
+
+
+def mean_depths(rows: Sequence[Any]) -> dict[tuple[str, str, float], float]:
+    """Per (method, degradation, proportion) of ``LocationRow`` s: the mean layer position of the selected
+    filters, 0 = first layer, 1 = last (later = deeper in the net)."""
+    out = {}
+    for key in dict.fromkeys((r.method, r.degradation, r.proportion) for r in rows):
+        mine = [r for r in rows if (r.method, r.degradation, r.proportion) == key]
+        last = max(r.layer_index for r in mine) or 1
+        total = sum(r.selected for r in mine)
+        out[key] = sum(r.selected * r.layer_index for r in mine) / (total * last) if total else float("nan")
     return out
 
 

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
-from faig_lightning.attribution.report import ProgressBars, drop_markdown, headline
+from faig_lightning.attribution.report import ANALYSIS_FILES, ProgressBars, drop_markdown, headline, row_columns
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import results_complete
 from faig_lightning.attribution.validation import state_fingerprint
@@ -110,8 +110,14 @@ class AttributionCallback(Callback):
         payload: dict[str, Any] = {
             "attribution/masking": wandb.Table(columns=columns, data=[list(vars(r).values()) for r in result.masking])
         }
-        if (self.out_dir / "curves.png").is_file():
-            payload["attribution/curves"] = wandb.Image(str(self.out_dir / "curves.png"))
+        for rows, key in ((result.modulation, "modulation"), (result.locations, "filter_locations")):
+            if rows:
+                payload[f"attribution/{key}"] = wandb.Table(columns=row_columns(rows),
+                                                            data=[list(vars(r).values()) for r in rows])
+        for name in ("curves", "modulation", "modulation_strip", "filter_locations"):
+            if (self.out_dir / f"{name}.png").is_file():
+                payload[f"attribution/{name}" + ("_plot" if name in ("modulation", "filter_locations") else "")] = \
+                    wandb.Image(str(self.out_dir / f"{name}.png"))
         if "faig" in result.rankings:
             panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=scale,
                                   proportion=self.settings.panel_proportion)
@@ -121,7 +127,7 @@ class AttributionCallback(Callback):
         run.log(payload)
         artifact = wandb.Artifact(f"attribution-{run.id}", type="attribution",
                                   description="FAIG rankings, scores, masking table and summary of this run")
-        for name in ("masking.csv", "summary.json", "curves.png"):
+        for name in ("masking.csv", "summary.json", "curves.png", *ANALYSIS_FILES):
             if (self.out_dir / name).is_file():
                 artifact.add_file(str(self.out_dir / name))
         artifact.add_dir(str(self.out_dir / "attribution"), name="attribution")

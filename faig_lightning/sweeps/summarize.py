@@ -203,6 +203,23 @@ def summary_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[
     return columns, rows
 
 
+ANALYSIS_TABLES = ("modulation.csv", "filter_locations.csv")
+
+
+def analysis_table(runs: Sequence[RunRecord], keys: Sequence[str], name: str) -> tuple[list[str], list[list[str]]]:
+    """Every row of each complete run's analysis file ``name`` (e.g. ``modulation.csv``), exact strings, after the
+    run's name and swept values; runs without the file contribute nothing."""
+    columns: list[str] = []
+    rows = []
+    for run in (r for r in runs if r.complete and (r.path / name).is_file()):
+        with open(run.path / name, newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = columns or list(reader.fieldnames or [])
+            head = [run.name, *(run.overrides.get(k, "") for k in keys)]
+            rows += [head + [row.get(c) or "" for c in columns] for row in reader]
+    return ["run", *keys, *columns], rows
+
+
 def _degradations(run: RunRecord) -> list[str]:
     return [str(d) for d in run.summary.get("settings", {}).get("degradations", [])]
 
@@ -383,6 +400,10 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
         "seeds.csv": seeds.seeds_table(runs, keys, criterion.reference),
         "criterion.csv": seeds.criterion_table(checks),
     }
+    for name in ANALYSIS_TABLES:
+        columns, rows = analysis_table(runs, keys, name)
+        if rows:
+            tables[name] = (columns, rows)
     files = [atomic_write_text(out / name, _csv_text(*table)) for name, table in tables.items()]
     report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion, checks)
     files.append(atomic_write_text(out / "sweep.md", report))
