@@ -130,3 +130,22 @@ def save_basicsr(path: str | os.PathLike, params: Mapping[str, torch.Tensor],
 def export_basicsr(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """Convert one of our Lightning checkpoints into a BasicSR ``net_g.pth`` (raw ``params`` + ``params_ema``)."""
     return save_basicsr(out_path, read_state_dict(ckpt_path, "raw"), read_state_dict(ckpt_path, "ema"))
+
+
+def load_run_pair(run_dir: str | os.PathLike) -> tuple[nn.Module, nn.Module, int]:
+    """The baseline and target nets (EMA weights, eval mode) and the scale of a finished run of ``faig-train`` or
+    ``faig-attribute``, from the model spec and checkpoints its ``summary.json`` records."""
+    import json
+
+    from hydra.utils import instantiate
+
+    path = Path(run_dir) / "summary.json"
+    try:
+        provenance = json.loads(path.read_text()).get("provenance", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise FaigError(f"{path} is missing or unreadable: {run_dir} is not a finished attribution run") from None
+    if not {"model", "scale", "baseline_ckpt", "target_ckpt"} <= set(provenance):
+        raise FaigError(f"{path} does not record the model and checkpoints; rerun that run's attribution")
+    nets = [load_weights(instantiate(provenance["model"]), provenance[key]).eval()
+            for key in ("baseline_ckpt", "target_ckpt")]
+    return nets[0], nets[1], int(provenance["scale"])

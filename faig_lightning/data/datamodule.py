@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -10,14 +9,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from faig_lightning.data.builtin import TRAIN_PHOTOS, load_builtin
-from faig_lightning.data.eval_set import PairedEvalSet, build_eval_set, to_plain
+from faig_lightning.data.eval_set import EVAL_SET_KEYS, PairedEvalSet, build_eval_set, to_plain
 from faig_lightning.data.images import list_images, read_image_raw
 from faig_lightning.data.memmap import memmap_images
 from faig_lightning.data.train_set import EpochSampler, HRCropDataset
 from faig_lightning.errors import FaigError
 
 TRAIN_SOURCES = ("builtin", "folder")
-EVAL_KEYS = tuple(k for k in inspect.signature(build_eval_set).parameters if k != "scale")
 """Keys accepted in ``eval``: gt_dir, degraded_dirs, degradations, downsample, seed, cache_dir, photos."""
 
 
@@ -79,9 +77,9 @@ class SRDataModule(pl.LightningDataModule):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise FaigError(f"data.num_workers must be an int >= 0, got {num_workers!r}")
         eval_kwargs = to_plain(eval or {})
-        unknown = sorted(set(eval_kwargs) - set(EVAL_KEYS))
+        unknown = sorted(set(eval_kwargs) - set(EVAL_SET_KEYS))
         if unknown:
-            raise FaigError(f"unknown key(s) {unknown} in data.eval; valid keys are {list(EVAL_KEYS)}")
+            raise FaigError(f"unknown key(s) {unknown} in data.eval; valid keys are {list(EVAL_SET_KEYS)}")
         self.save_hyperparameters()
         self.scale = scale
         self.train_source = train_source

@@ -7,6 +7,7 @@ Built from folders on disk (paired by file stem) or generated from GT images wit
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -320,3 +321,21 @@ def build_eval_set(
         return folder_set.with_degradations(generated, list(specs) + [deg for deg in dirs if deg not in specs])
     gt_images = load_builtin(photos) if gt_dir is None else images_by_name(gt_dir)
     return PairedEvalSet.generate(gt_images, specs, scale, downsample, seed, cache_dir)
+
+
+def run_eval_set(run_dir: str | os.PathLike) -> PairedEvalSet:
+    """The evaluation set a finished ``faig-train`` or ``faig-attribute`` run used, from its saved Hydra config
+    (``data.eval`` or ``eval``, and ``scale``); relative paths resolve against the current folder."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise FaigError(f"{path} is missing: {run_dir} is not a Hydra run folder of faig-train or faig-attribute")
+    cfg = OmegaConf.load(path)
+    node = OmegaConf.select(cfg, "data.eval") or OmegaConf.select(cfg, "eval")
+    kwargs = OmegaConf.to_container(node, resolve=True)
+    return build_eval_set(scale=int(cfg.scale), **{k: v for k, v in kwargs.items() if k in EVAL_SET_KEYS})
+
+
+EVAL_SET_KEYS = tuple(k for k in inspect.signature(build_eval_set).parameters if k != "scale")
+"""The keyword arguments of ``build_eval_set`` that a config's ``eval`` node may set."""
