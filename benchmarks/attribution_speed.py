@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 
 from faig_lightning.attribution import compute_faig, ranking
+from faig_lightning.attribution.functional import tf32_allowed
 from faig_lightning.nets import MSRResNet, SRCNNStyle
 
 DIRECTIONS = (("blur", "noise"), ("noise", "blur"))
@@ -195,13 +196,19 @@ def main() -> None:
          4 * n_img * args.steps)
     ]  # fmt: skip
     runs = [("official", args.steps)] + [("gauss_legendre", n) for n in args.gl_nodes]
-    for rule, steps in runs:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # GPU rows: TF32 off, max_batch from memory
+    for device, (rule, steps) in ((d, r) for d in devices for r in runs):
         t0, c0 = time.perf_counter(), time.process_time()
-        res = compute_faig(baseline, target, eval_set, scale=args.scale, steps=steps, rule=rule, max_batch=1)
+        with tf32_allowed(False):
+            res = compute_faig(baseline, target, eval_set, scale=args.scale, steps=steps, rule=rule, device=device,
+                               max_batch=1 if device == "cpu" else None)
+        if device == "cuda":
+            torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         err = max(np.abs(res.discriminative[d] - reference[d]).max() / np.abs(reference[d]).max() for d in reference)
         gap = max(c.gap for c in res.completeness.values())
         label = "(b) engine official" if rule == "official" else "(c) engine gauss_legendre"
+        label = label if device == "cpu" else f"{label.replace('engine', 'GPU')}"
         ov_ref, ov_conv = overlap(res.discriminative, ref_top), overlap(res.discriminative, conv_top)
         rows.append((label, steps, wall, cpu, err, ov_ref, ov_conv, gap, res.gradient_evaluations))
 
