@@ -52,7 +52,8 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
     settings.check_filters(len(FilterIndex.from_model(nets[1])))
     eval_set = build_eval_set(scale=scale, **OmegaConf.to_container(cfg.eval, resolve=True))
 
-    result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=ProgressBars())
+    result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=ProgressBars(),
+                             pipeline=plain(cfg.degradation))
     write_results(result, out_dir, provenance={**{k: str(v) for k, v in ckpts.items()}, "model": model,
                                                "scale": scale})
     log.info("PSNR drop (dB) when the top filters are masked:\n%s", drop_markdown(result.masking))

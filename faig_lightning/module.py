@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import WandbLogger
 
+from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.errors import FaigError
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
 from faig_lightning.seeding import derive_seed
 
-STAGES = ("baseline", "target")
+STAGES = ("baseline", "target", "retrain")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -42,6 +43,9 @@ class SRModule(pl.LightningModule):
     The degradation draws of training step ``s`` on process ``r`` come from a generator seeded with
     (``seed``, ``r``, ``s``): resuming at step ``s`` continues the uninterrupted run's stream exactly.
     ``freeze`` names modules or parameters of the net (e.g. ``conv_first``) that this stage leaves untouched.
+    ``train_filters`` (global filter indices, ``FilterIndex`` numbering) trains only those ``W[o, i]`` kernels:
+    every other parameter, biases included, stays bit-identical (gradients masked, and the other entries of a
+    partly trained weight written back after each optimiser step, so weight decay cannot move them either).
     ``compile`` (opt-in): ``torch.compile`` the net's training forward (and so its backward) — ``True`` or a mode
     such as ``"reduce-overhead"`` (CUDA graphs) or ``"max-autotune"``; validation and the saved weights use the
     plain net. With ``precision=bf16-mixed`` the L1 loss is taken in float32; the EMA weights are float32 anyway.
@@ -64,6 +68,7 @@ class SRModule(pl.LightningModule):
         seed: int = 0,
         freeze: Sequence[str] = (),
         compile: bool | str = False,
+        train_filters: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -72,6 +77,10 @@ class SRModule(pl.LightningModule):
         self.net = instantiate(dict(net))
         for name in frozen_parameters(self.net, freeze):
             self.net.get_parameter(name).requires_grad_(False)
+        self._filter_masks: dict[str, torch.Tensor] = {}
+        self._anchor: dict[str, torch.Tensor] = {}
+        if train_filters is not None:
+            self._train_only(train_filters)
         self.scale = int(self.net.scale)
         self.degrade = DegradationPipeline(**dict(degradation))
         self.crop_border = self.scale if crop_border is None else int(crop_border)
@@ -84,11 +93,35 @@ class SRModule(pl.LightningModule):
             # a compiled bound method, not a submodule: parameter names and checkpoints stay those of the net
             self._train_forward = torch.compile(self.net.forward, mode=None if compile is True else compile)
 
+    def _train_only(self, filters: Sequence[int]) -> None:
+        """Leave only the kernels ``filters`` trainable: the other parameters are frozen, and the partly trained
+        conv weights get a gradient mask."""
+        if len(filters) == 0:
+            raise FaigError("train_filters is empty: name at least one filter to train")
+        self._filter_masks = FilterIndex.from_model(self.net).masks(list(filters))
+        for name, param in self.net.named_parameters():
+            if name not in self._filter_masks:
+                param.requires_grad_(False)
+            elif param.requires_grad:
+                mask = self._filter_masks[name][..., None, None]
+                param.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device, grad.dtype))
+
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         return self.net(lq)
 
     def on_train_start(self) -> None:
         self.start_step = self.global_step  # > 0 when resumed from a checkpoint
+        # the values the untrained entries of partly trained weights must keep (the start, or a resumed state)
+        self._anchor = {n: self.net.get_parameter(n).detach().clone() for n in self._filter_masks}
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser's step; with ``train_filters``, the entries outside them are written back afterwards."""
+        super().optimizer_step(*args, **kwargs)
+        with torch.no_grad():
+            for name, anchor in self._anchor.items():
+                param = self.net.get_parameter(name)
+                keep = self._filter_masks[name][..., None, None].to(param.device)
+                param.copy_(torch.where(keep, param, anchor))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Degrade training HR crops on the training device (not in loader workers). The crops carry

@@ -9,6 +9,7 @@ are missing, incomplete or were computed on other weights or settings.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -36,12 +37,15 @@ from faig_lightning.cli import main_with_exit_code, run_job
 from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
+from faig_lightning.retrain import RetrainPlan, resolve_retrain, retrain_markdown
 from faig_lightning.seeding import check_seed, derive_seed
 
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = ("max_steps", "lr", "betas", "weight_decay", "scheduler_period", "eta_min", "ema_decay", "val_every",
               "monitor", "freeze")
+RETRAIN_KEYS = ("from_run", "method", "degradations", "proportion", "index", "target_ckpt")
+"""Keys of the ``retrain`` stage beyond ``STAGE_KEYS``: which filters it trains and which target it is compared to."""
 TRAINER_KEYS_SET_HERE = {
     "max_steps": "set it per stage: baseline.max_steps=N / target.max_steps=N",
     "max_epochs": "training length is per stage: baseline.max_steps=N / target.max_steps=N",
@@ -70,6 +74,7 @@ class StagePlan:
     datamodule: pl.LightningDataModule
     stage_dir: Path
     resume_step: int | None
+    retrain: RetrainPlan | None = None
 
     @property
     def last(self) -> Path:
@@ -111,9 +116,10 @@ def check_trainer(trainer_cfg: dict[str, Any]) -> None:
 def check_stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
     """The stage's optimisation settings, with unknown keys and bad values refused."""
     scfg = plain(cfg[stage])
-    unknown = sorted(set(scfg) - set(STAGE_KEYS))
+    valid = STAGE_KEYS + (RETRAIN_KEYS if stage == "retrain" else ())
+    unknown = sorted(set(scfg) - set(valid))
     if unknown:
-        raise FaigError(f"unknown key(s) {unknown} in {stage}: would be ignored; valid keys are {list(STAGE_KEYS)}")
+        raise FaigError(f"unknown key(s) {unknown} in {stage}: would be ignored; valid keys are {list(valid)}")
     for key in ("max_steps", "val_every", "scheduler_period"):
         value = scfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -190,24 +196,36 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
     if "target" in stages and "baseline" not in stages and not cfg.baseline_ckpt:
         raise FaigError("stage=target needs baseline_ckpt=PATH (a baseline net_g.pth, .ckpt or BasicSR .pth) — "
                         "or run stage=both to train the baseline first")
+    if "retrain" in stages and stages != ["retrain"]:
+        raise FaigError(f"stage.stages={stages}: retrain runs on its own (stage=retrain retrain.from_run=RUN), "
+                        "after the run whose filters it re-trains has finished")
     plans: list[StagePlan] = []
     for stage in stages:
         scfg = check_stage_config(cfg, stage)
         degradation = cfg.baseline_degradation if stage == "baseline" else cfg.degradation
-        baseline_ckpt = None
+        baseline_ckpt, retrain = None, None
         if stage == "target":
             baseline_ckpt = str(run_dir / "baseline" / "checkpoints" / "last.ckpt") if plans else cfg.baseline_ckpt
+        elif stage == "retrain":
+            retrain = resolve_retrain(scfg, cfg.baseline_ckpt)
+            baseline_ckpt = retrain.baseline_ckpt
         kwargs = {"net": plain(cfg.model), "degradation": plain(degradation), "stage": stage, "lr": scfg["lr"],
                   "betas": list(scfg["betas"]), "weight_decay": scfg["weight_decay"],
                   "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
                   "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
                   "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt,
                   "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile}
+        if retrain is not None:
+            with torch.random.fork_rng():
+                index = FilterIndex.from_model(instantiate(plain(cfg.model)))
+            kwargs["train_filters"] = retrain.filters(index)
         with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
             module = SRModule(**kwargs)
         check_model(module.net, cfg.scale)
-        if stage == "target" and not plans:
+        if stage in ("target", "retrain") and not plans:
             load_weights(module.net, baseline_ckpt, key="ema")
+        if retrain is not None and retrain.target_ckpt:
+            load_weights(copy.deepcopy(module.net), retrain.target_ckpt, key="ema")
         if settings is not None and stage == "target":
             settings.check_filters(len(FilterIndex.from_model(module.net)))
         stage_dir = run_dir / stage
@@ -223,7 +241,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                             f"{_monitor_names(eval_names)}")
         if settings is not None and stage == "target":
             settings.check_inputs(eval_names)
-        plans.append(StagePlan(stage, kwargs, datamodule, stage_dir, resume_step))
+        plans.append(StagePlan(stage, kwargs, datamodule, stage_dir, resume_step, retrain))
     return plans, settings
 
 
@@ -307,6 +325,12 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
             "net_g": str(stage_dir / "net_g.pth"),
             "last_ckpt": str(last),
         }
+        if plan.retrain is not None:
+            ema = load_weights(copy.deepcopy(module.net), last, key="ema")
+            summary["retrain"] = plan.retrain.compare(ema, plan.datamodule.eval_set, module.scale)
+            log.info("retrain (%d filters of %s): PSNR (dB) and share of the target's gain recovered\n%s",
+                     len(plan.module_kwargs["train_filters"]), plan.retrain.source,
+                     retrain_markdown(summary["retrain"]))
         if trainer.is_global_zero:
             export_basicsr(last, stage_dir / "net_g.pth")
             atomic_write_text(stage_dir / "summary.json", json.dumps(summary, indent=2))
@@ -337,7 +361,7 @@ def _item(v: Any) -> float | None:
 def train(cfg: DictConfig, run_dir: Path, job: str, group: str) -> float | None:
     """Check everything, then run the configured stages; return the last stage's best monitored metric."""
     plans, settings = prepare(cfg, run_dir)
-    baseline_ckpt = cfg.baseline_ckpt
+    baseline_ckpt = plans[0].module_kwargs["baseline_ckpt"] if plans[0].stage == "retrain" else cfg.baseline_ckpt
     summary: dict[str, Any] = {}
     for plan in plans:
         summary = run_stage(cfg, plan, run_dir, job, group, baseline_ckpt, settings)

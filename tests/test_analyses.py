@@ -33,7 +33,7 @@ def _setup():
 
 
 def test_modulation_endpoints_are_the_target_and_the_masked_net_exactly():
-    _, target, _, index, rankings, masker, evaluator = _setup()
+    _, target, eval_set, index, rankings, masker, evaluator = _setup()
     rows = modulation_curves(masker, evaluator, rankings, method="faig", proportion=10, lambdas=[0.0, 0.5, 1.0, 1.5])
     unmasked = evaluator.evaluate(target.eval())
     for deg in ("blur", "noise"):
@@ -49,7 +49,12 @@ def test_modulation_endpoints_are_the_target_and_the_masked_net_exactly():
         for inp in ("clean", "blur", "noise"):
             assert got[1.0, inp] == (unmasked[inp]["psnr"], unmasked[inp]["ssim"])
             assert got[0.0, inp] == (masked[inp]["psnr"], masked[inp]["ssim"])
-            assert got[0.5, inp] != got[1.0, inp] and got[1.5, inp] != got[1.0, inp]
+        x = eval_set[0]["lq"]["blur"][None]
+        with masker.masked(top, 0.5) as net, torch.no_grad():
+            half = net(x)
+        with masker.masked(top, 1.5) as net, torch.no_grad():
+            beyond = net(x)
+        assert not torch.equal(half, target(x).detach()) and not torch.equal(beyond, half)  # lambda moves the net
 
 
 def test_modulation_reuses_known_points_instead_of_evaluating():
@@ -113,9 +118,9 @@ def test_run_attribution_writes_the_analyses(tmp_path):
     ("changes", "message"),
     [
         ({"analyses": ["shap"]}, "unknown attribution.analyses"),
-        ({"methods": ["random"], "modulation_method": "faig"}, "modulation_method='faig' is not among"),
+        ({"methods": ["random"], "analysis_method": "faig"}, "analysis_method='faig' is not among"),
         ({"lambdas": []}, "attribution.lambdas must list finite numbers"),
-        ({"modulation_proportion": 0}, "modulation_proportion value 0"),
+        ({"analysis_proportion": 0}, "analysis_proportion value 0"),
     ],
 )
 def test_analysis_settings_are_checked(changes, message):

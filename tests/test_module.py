@@ -41,6 +41,35 @@ def test_frozen_modules_are_bit_identical_after_training():
     assert all(not torch.equal(before[k], after[k]) for k in before if k not in frozen)  # conv_last.bias trains
 
 
+@pytest.mark.parametrize(("weight_decay", "ema"), [(0.0, False), (0.1, False), (0.0, True)])
+def test_train_filters_changes_only_those_kernels(weight_decay, ema):
+    """Re-training a filter set: every other parameter (biases, other kernels of the same weight, first and last
+    layers' unselected filters) is bit-identical after training, in the raw and the EMA weights; weight decay, which
+    would move every entry, cannot either. The chosen kernels all move."""
+    from faig_lightning.attribution import FilterIndex
+
+    torch.manual_seed(0)
+    probe = SRModule(NET, DEGRADATION)
+    index = FilterIndex.from_model(probe.net)
+    chosen = [0, 5, index.flat("body.0.conv1", 2, 3), index.flat("conv_last", 1, 0), len(index) - 1]
+    module = SRModule(NET, DEGRADATION, stage="retrain", lr=1e-2, weight_decay=weight_decay, train_filters=chosen)
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    trainer = pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu",
+                         callbacks=[ForeachEMA(decay=0.5)] if ema else [])
+    trainer.fit(module, datamodule=_Crops())  # with the EMA callback, the net holds the EMA weights afterwards
+    masks = index.masks(chosen)
+    assert sum(int(m.sum()) for m in masks.values()) == len(chosen)
+    for name, value in module.net.state_dict().items():
+        if name not in masks:
+            assert torch.equal(value, before[name]), name
+            continue
+        keep = ~masks[name]
+        assert torch.equal(value[keep], before[name][keep]), name
+        moved = (value[masks[name]] - before[name][masks[name]]).flatten(1).abs().amax(dim=1)
+        assert bool((moved > 0).all()), name
+
+
 def test_unknown_frozen_name_is_one_line():
     with pytest.raises(FaigError, match=r"freeze: 'conv_frist' names no parameter or module of the net; top-level"):
         SRModule(NET, DEGRADATION, freeze=["conv_frist"])

@@ -33,4 +33,4 @@ def test_walkthrough_notebook_runs_on_a_tiny_run(tmp_path):
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 5  # curves, Figure 2, modulation curves and strip, filter map
+    assert len(images) >= 6  # curves, Figure 2, modulation curves and strip, filter map, confusion matrix

@@ -189,3 +189,46 @@ def test_shorthand_settings_are_lists(monkeypatch):
     assert settings.proportions == (5.0,) and settings.methods == ("faig",)
     monkeypatch.setenv("WANDB_MODE", "")
     assert requested_wandb_mode(None) is None and "WANDB_MODE" not in os.environ
+
+
+@pytest.mark.slow
+def test_retrain_stage_trains_only_the_chosen_filters(tmp_path):
+    """stage=retrain from a finished run: the top 5 % FAIG blur filters train, every other parameter of the raw
+    and the EMA weights equals the baseline's; the summary compares baseline, target and retrained nets."""
+    from faig_lightning.attribution import FilterIndex
+
+    run, retrain = tmp_path / "run", tmp_path / "retrain"
+    faig_train(tmp_path, "stage=both", "logger=none", "attribution.methods=[faig,random]",
+               "attribution.proportions=[5]", "attribution.analyses=[]", f"hydra.run.dir={run}")
+    proc = faig_train(tmp_path, "stage=retrain", f"retrain.from_run={run}", "retrain.degradations=[blur]",
+                      "retrain.proportion=5", "retrain.max_steps=4", "retrain.val_every=2", "retrain.lr=1e-2",
+                      "logger=none", f"hydra.run.dir={retrain}")
+    assert "gain recovered" in proc.stderr + proc.stdout
+    summary = json.loads((retrain / "retrain" / "summary.json").read_text())
+    net = MSRResNet(scale=2, num_feat=4, num_block=1)
+    index = FilterIndex.from_model(net)
+    order = np.loadtxt(run / "attribution" / "faig" / "blur_index.txt", dtype=np.int64)
+    chosen = sorted(order[: index.top_k(5)].tolist())
+    ckpt = torch.load(retrain / "retrain" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["train_filters"] == chosen
+    masks = index.masks(chosen)
+    start = torch.load(run / "baseline" / "net_g.pth", weights_only=True)["params_ema"]
+    got = torch.load(retrain / "retrain" / "net_g.pth", weights_only=True)
+    for kind in ("params", "params_ema"):
+        for name, value in got[kind].items():
+            keep = torch.ones_like(value, dtype=torch.bool)
+            if name in masks:
+                keep = ~masks[name][..., None, None].expand_as(value)
+            assert torch.equal(value[keep], start[name][keep]), (kind, name)
+        assert any(not torch.equal(got[kind][n], start[n]) for n in masks)
+    rows = summary["retrain"]["inputs"]
+    assert set(rows) == {"clean", "blur", "noise"}
+    for row in rows.values():
+        assert row["recovered"] == pytest.approx(row["retrained_gain_db"] / row["target_gain_db"])
+        assert row["baseline_psnr"] != row["retrained_psnr"]
+    # bad input: neither a run nor index files, and a ranking the run does not hold
+    bad = faig_train(tmp_path, "stage=retrain", "logger=none", f"hydra.run.dir={tmp_path / 'bad'}", check=False)
+    assert bad.returncode == 2 and "stage=retrain needs retrain.from_run=RUN" in bad.stderr
+    bad = faig_train(tmp_path, "stage=retrain", f"retrain.from_run={run}", "retrain.method=ig", "logger=none",
+                     f"hydra.run.dir={tmp_path / 'bad2'}", check=False)
+    assert bad.returncode == 2 and "retrain.method=ig" in bad.stderr

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +28,15 @@ from faig_lightning.attribution.locations import LocationRow, filter_locations
 from faig_lightning.attribution.masking import FilterMasker, filter_set_key
 from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
 from faig_lightning.attribution.modulation import ModulationRow, modulation_curves, modulation_strip, strip_lambdas
+from faig_lightning.attribution.prediction import PREDICTABLE, PredictionResult, predict_degradations, predictable
 from faig_lightning.attribution.settings import METHODS, AttributionSettings
 from faig_lightning.attribution.stored import check_same_nets, read_rankings, read_results_summary
 from faig_lightning.attribution.validation import check_eval_set, check_pair, state_fingerprint
 from faig_lightning.errors import FaigError
 
 __all__ = ["METHODS", "AttributionResult", "MaskingRow", "run_attribution"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class AttributionResult:
     "grad_mse_x1000"}}}`` (gradient-map difference vs the target, so 0 for the target), FAIG details, timings,
     settings. ``fingerprints`` identify the baseline and target weights; ``reused`` is the summary of the run whose
     rankings were reused, if any; ``locations`` and ``modulation`` hold the analyses' rows (empty when off) and
-    ``modulation_strip`` the first eval image's outputs per modulated degradation (see ``modulation_strip``)."""
+    ``modulation_strip`` the first eval image's outputs per modulated degradation (see ``modulation_strip``);
+    ``prediction`` the degradation-prediction analysis (None when off)."""
 
     index: FilterIndex
     rankings: dict[str, dict[str, np.ndarray]]
@@ -73,6 +78,7 @@ class AttributionResult:
     locations: list[LocationRow] = field(default_factory=list)
     modulation: list[ModulationRow] = field(default_factory=list)
     modulation_strip: dict[str, torch.Tensor] = field(default_factory=dict)
+    prediction: PredictionResult | None = None
 
     @property
     def completeness(self) -> dict[str, Completeness]:
@@ -98,6 +104,7 @@ def run_attribution(
     settings: AttributionSettings | None = None,
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
+    pipeline: Mapping[str, Any] | None = None,
     **changes: Any,
 ) -> AttributionResult:
     """Rank every Conv2d filter of ``target`` for each degradation with each method, then mask and measure.
@@ -107,18 +114,21 @@ def run_attribution(
     default to every eval name but ``"clean"``; the masking table covers every input degradation of the eval set,
     clean included. With ``settings.rankings_from`` the rankings of that run folder are reused (after checking
     they were computed on the same baseline and target weights) and only masking is computed.
-    ``reduce_fn`` sums tensors over DDP processes (each holds its shard).
+    ``reduce_fn`` sums tensors over DDP processes (each holds its shard; the prediction analysis uses each
+    process's own shard). ``pipeline``: the target's training ``DegradationPipeline`` arguments, which the
+    prediction analysis synthesises its test inputs with (kernel size, resize) and marks levels seen in training.
     The user's modules are not modified: masking works on one copy of the target made once.
     """
     cfg = settings or AttributionSettings()
     if changes:
         cfg = cfg.replace(**changes)
     with tf32_allowed(cfg.tf32):
-        return _run(baseline, target, eval_set, scale, cfg, reduce_fn, progress)
+        return _run(baseline, target, eval_set, scale, cfg, reduce_fn, progress, pipeline)
 
 
 def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], scale: int, cfg: AttributionSettings,
-         reduce_fn: ReduceFn | None, progress: Progress | None) -> AttributionResult:
+         reduce_fn: ReduceFn | None, progress: Progress | None,
+         pipeline: Mapping[str, Any] | None) -> AttributionResult:
     t_start = time.perf_counter()
     eval_set = [eval_set[i] for i in range(len(eval_set))]  # read (decode) every image once, not per pass
     check_pair(baseline, target)
@@ -161,9 +171,9 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         rankings = {m: {d: ranking(torch.from_numpy(s)).numpy() for d, s in per.items()} for m, per in scores.items()}
         scores = {m: {d: s.astype(np.float32) for d, s in per.items()} for m, per in scores.items()}
 
-    moved = cfg.modulation_method or ("faig" if "faig" in rankings else next(iter(rankings)))  # modulated method
-    if "modulation" in cfg.analyses and moved not in rankings:
-        raise FaigError(f"attribution.modulation_method={moved} has no rankings in {cfg.rankings_from}; it has "
+    moved = cfg.analysis_method or ("faig" if "faig" in rankings else next(iter(rankings)))  # analysed method
+    if {"modulation", "prediction"} & set(cfg.analyses) and moved not in rankings:
+        raise FaigError(f"attribution.analysis_method={moved} has no rankings in {cfg.rankings_from}; it has "
                         f"{list(rankings)}")
     t0 = time.perf_counter()
     evaluator = Evaluator(
@@ -184,12 +194,25 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         # lam = 0 is a masked net and lam = 1 the target (bit-identical weights): reuse what masking measured
         known = {(key, 0.0): metrics for key, metrics in measured.items()}
         modulation = modulation_curves(masker, evaluator, rankings[moved],
-                                       method=moved, proportion=cfg.modulation_proportion,
+                                       method=moved, proportion=cfg.analysis_proportion,
                                        lambdas=cfg.lambdas, known=known, unmasked=unmasked["target"],
                                        progress=progress)
         strip = modulation_strip(masker, eval_set[0], rankings[moved],
-                                 proportion=cfg.modulation_proportion, lambdas=strip_lambdas(cfg.lambdas))
+                                 proportion=cfg.analysis_proportion, lambdas=strip_lambdas(cfg.lambdas))
         timings["modulation"] = time.perf_counter() - t0
+    prediction = None
+    if "prediction" in cfg.analyses:
+        if predictable(list(rankings[moved])):
+            t0 = time.perf_counter()
+            prediction = predict_degradations(
+                masker, eval_set, rankings[moved], scale=scale, method=moved, proportion=cfg.analysis_proportion,
+                levels={"blur": cfg.prediction_blur, "noise": cfg.prediction_noise}, pipeline=pipeline,
+                progress=progress,
+            )  # fmt: skip
+            timings["prediction"] = time.perf_counter() - t0
+        else:
+            log.warning("degradation prediction skipped: it tests %s at other levels, the ranked degradations are %s",
+                        list(PREDICTABLE), list(rankings[moved]))
     timings["total"] = time.perf_counter() - t_start
     settings_out = {
         **cfg.to_dict(),
@@ -205,7 +228,7 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         "num_filters": len(index),
     }
     return AttributionResult(index, rankings, scores, masking, unmasked, faig_result, timings, settings_out,
-                             fingerprints, reused, locations, modulation, strip)
+                             fingerprints, reused, locations, modulation, strip, prediction)
 
 
 def _masking_table(

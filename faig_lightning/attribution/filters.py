@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +107,20 @@ class FilterIndex:
     def layer_ids(self, flat: torch.Tensor) -> torch.Tensor:
         """Layer position of each global index in ``flat`` (any integer tensor)."""
         return torch.searchsorted(self._offsets, flat.to(torch.long).cpu(), right=True) - 1
+
+    def masks(self, filters: torch.Tensor | Sequence[int]) -> dict[str, torch.Tensor]:
+        """Per conv weight holding any of the global indices ``filters``: a bool ``(O, I)`` mask of them."""
+        flat = torch.as_tensor(filters, dtype=torch.long).reshape(-1)
+        if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self._total):
+            raise FaigError(f"filter indices must lie in [0, {self._total}); got {int(flat.min())}..{int(flat.max())}")
+        ids = self.layer_ids(flat)
+        out = {}
+        for pos in torch.unique(ids).tolist():
+            conv = self.layers[pos]
+            mask = torch.zeros(conv.out_channels * conv.in_channels, dtype=torch.bool)
+            mask[flat[ids == pos] - conv.offset] = True
+            out[conv.name] = mask.view(conv.out_channels, conv.in_channels)
+        return out
 
     def per_filter(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Reduce per-weight tensors ``{weight_name: (O, I, kh, kw)}`` to ``(N,)``: sum of ``|.|`` over each kernel."""

@@ -22,11 +22,13 @@ from tqdm.auto import tqdm
 from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.attribution.engine import AttributionResult, MaskingRow
 from faig_lightning.attribution.modulation import strip_lambdas
+from faig_lightning.attribution.prediction import PredictionResult
 from faig_lightning.attribution.stored import SUMMARY
 
 MASKING_COLUMNS = [f.name for f in fields(MaskingRow)]
 ANALYSIS_FILES = ("filter_locations.csv", "filter_locations.png", "modulation.csv", "modulation.png",
-                  "modulation_strip.png")
+                  "modulation_strip.png", "degradation_prediction.json", "degradation_prediction.csv",
+                  "degradation_prediction.png")
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,51 @@ def locations_figure(result: AttributionResult) -> Figure:
     return fig
 
 
+def prediction_csv(prediction: PredictionResult) -> str:
+    """One row per test condition: its levels and class, whether the target saw it, patches, correct, accuracy and
+    how many patches went to each class (``predicted_<class>``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    level_keys = [f"{d}_sigma" for d in prediction.degradations]
+    writer.writerow(["method", "proportion", "condition", "class", *level_keys, "seen", "patches", "correct",
+                     "accuracy", *(f"predicted_{c}" for c in prediction.classes)])
+    for row in prediction.conditions:
+        writer.writerow([prediction.method, prediction.proportion, row["condition"], row["class"],
+                         *(row[k] for k in level_keys), row["seen"], row["patches"], row["correct"], row["accuracy"],
+                         *(row["predicted"][c] for c in prediction.classes)])
+    return buffer.getvalue()
+
+
+def prediction_figure(prediction: PredictionResult) -> Figure:
+    """The confusion matrix (rows: true class, share of its patches per predicted class) and the accuracy of every
+    test condition (seen in training or not)."""
+    classes = list(prediction.classes)
+    fig = Figure(figsize=(4.0 + 0.28 * len(prediction.conditions), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, width_ratios=[1, max(1.0, 0.09 * len(prediction.conditions))])
+    counts = np.array([[prediction.confusion[t][p] for p in classes] for t in classes], dtype=float)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    left.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (r, c), v in np.ndenumerate(shares):
+        left.text(c, r, f"{100 * v:.0f}", ha="center", va="center", fontsize=8,
+                  color="white" if v > 0.5 else "black")
+    left.set_xticks(range(len(classes)), classes, rotation=30, fontsize=7)
+    left.set_yticks(range(len(classes)), classes, fontsize=7)
+    left.set_xlabel("predicted")
+    left.set_ylabel("true")
+    left.set_title(f"{prediction.method} top {prediction.proportion:g} %: % of patches", fontsize=9)
+    rows = prediction.conditions
+    colours = ["tab:blue" if r["seen"] else "tab:orange" for r in rows]
+    right.bar(range(len(rows)), [100 * (r["accuracy"] or 0) for r in rows], color=colours)
+    right.axhline(100 / len(classes), color="grey", linestyle="--", linewidth=1)
+    right.set_xticks(range(len(rows)), [r["condition"] for r in rows], rotation=60, ha="right", fontsize=6)
+    right.set_ylabel("accuracy (%)")
+    right.set_ylim(0, 100)
+    right.set_title("per test condition (blue: levels seen in training, orange: unseen; dashed: chance)",
+                    fontsize=8)
+    return fig
+
+
 def masking_csv(rows: list[MaskingRow]) -> str:
     """The masking table as CSV text with a header of ``MASKING_COLUMNS``."""
     buffer = io.StringIO()
@@ -194,6 +241,12 @@ def headline(result: AttributionResult) -> dict[str, float | int | None]:
         out[f"attribution/modulation/{r.degradation}_filters/{r.input_degradation}/psnr_lambda{r.lam:g}"] = r.psnr
     for (method, deg, prop), depth in mean_depths(result.locations).items():
         out[f"attribution/locations/{method}/p{prop:g}/{deg}/mean_depth"] = depth
+    if result.prediction is not None:
+        accuracy = result.prediction.to_dict()["accuracy"]
+        for key in ("all", "seen", "unseen"):
+            out[f"attribution/prediction/accuracy/{key}"] = accuracy[key]
+        for label, value in accuracy["per_class"].items():
+            out[f"attribution/prediction/accuracy/class_{label}"] = value
     return out
 
 
@@ -303,8 +356,8 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
       first (the official format);
     - ``attribution/<method>/<degradation>_scores.npy``: float32 scores;
     - ``masking.csv`` and ``curves.png`` (if masked);
-    - ``filter_locations.csv``/``.png`` and ``modulation.csv``/``.png``/``modulation_strip.png`` (the analyses that
-      ran);
+    - ``filter_locations.csv``/``.png``, ``modulation.csv``/``.png``/``modulation_strip.png`` and
+      ``degradation_prediction.json``/``.csv``/``.png`` (the analyses that ran);
     - ``summary.json`` (with ``provenance``: where the nets came from), written last.
     """
     out = Path(out_dir)
@@ -326,6 +379,10 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
         atomic_write_text(out / "modulation.csv", rows_csv(result.modulation))
         _save(modulation_figure(result), out / "modulation.png")
         _save(strip_figure(result), out / "modulation_strip.png")
+    if result.prediction is not None:
+        atomic_write_text(out / "degradation_prediction.json", json.dumps(result.prediction.to_dict(), indent=2) + "\n")
+        atomic_write_text(out / "degradation_prediction.csv", prediction_csv(result.prediction))
+        _save(prediction_figure(result.prediction), out / "degradation_prediction.png")
     payload = {**summary(result), "provenance": provenance or {}}
     text = json.dumps(payload, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     atomic_write_text(out / SUMMARY, text + "\n")

@@ -19,12 +19,13 @@ from faig_lightning.attribution.baselines import IG_VARIANTS
 from faig_lightning.attribution.faig import AUTO_BUDGET, AUTO_START_STEPS, DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
 from faig_lightning.attribution.metrics import CHANNELS
 from faig_lightning.attribution.modulation import DEFAULT_LAMBDAS
+from faig_lightning.attribution.prediction import DEFAULT_BLUR_LEVELS, DEFAULT_NOISE_LEVELS
 from faig_lightning.attribution.quadrature import RULES
 from faig_lightning.attribution.validation import check_proportions, require_clean, resolve_degradations
 from faig_lightning.errors import FaigError
 
 METHODS = ("faig", "ig", "abs_filter_change", "random")
-ANALYSES = ("modulation", "locations")
+ANALYSES = ("modulation", "locations", "prediction")
 CONFIG_ONLY_KEYS = ("enabled",)
 """Keys of the ``attribution`` config group that switch the callback and are not engine settings."""
 
@@ -61,10 +62,12 @@ class AttributionSettings:
       ``tf32``: allow TF32 convolutions/matmuls on GPUs (off by default, so GPU scores match the CPU's to float32
       precision; PyTorch's own default for convolutions is on);
     - ``panel_proportion``: the proportion shown in Figure-2 panels;
-    - ``analyses``: among ``ANALYSES`` — ``modulation`` (the top ``modulation_proportion`` % filters of
-      ``modulation_method`` set to ``lam * target + (1 - lam) * baseline`` for each of ``lambdas``) and
-      ``locations`` (per layer, how many of each ranking's top filters it holds); ``modulation_method`` None means
-      ``faig`` when it is ranked, else the first method;
+    - ``analyses``: among ``ANALYSES`` — ``modulation`` (the top ``analysis_proportion`` % filters of
+      ``analysis_method`` set to ``lam * target + (1 - lam) * baseline`` for each of ``lambdas``), ``locations``
+      (per layer, how many of each ranking's top filters it holds) and ``prediction`` (clean / blur / noise /
+      blur+noise predicted from how much masking those filters changes the output, tested at the blur and noise
+      sigmas ``prediction_blur`` and ``prediction_noise``); ``analysis_method`` None means ``faig`` when it is
+      ranked, else the first method;
     - ``rankings_from``: a run folder whose rankings are reused (only masking is computed).
     """
 
@@ -85,9 +88,11 @@ class AttributionSettings:
     panel_proportion: float = 1.0
     rankings_from: str | None = None
     analyses: tuple[str, ...] = ANALYSES
-    modulation_method: str | None = None
-    modulation_proportion: float = 1.0
+    analysis_method: str | None = None
+    analysis_proportion: float = 1.0
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    prediction_blur: tuple[float, ...] = DEFAULT_BLUR_LEVELS
+    prediction_noise: tuple[float, ...] = DEFAULT_NOISE_LEVELS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -134,19 +139,26 @@ class AttributionSettings:
         if unknown:
             raise FaigError(f"unknown attribution.analyses {unknown}; choose among {list(ANALYSES)} (or [] for none)")
         set_(self, "analyses", analyses)
-        if self.modulation_method is not None and self.modulation_method not in methods:
-            raise FaigError(f"attribution.modulation_method={self.modulation_method!r} is not among "
+        if self.analysis_method is not None and self.analysis_method not in methods:
+            raise FaigError(f"attribution.analysis_method={self.analysis_method!r} is not among "
                             f"attribution.methods {list(methods)}; add it or pick one of them")
-        if isinstance(self.modulation_proportion, list | tuple):
-            raise FaigError("attribution.modulation_proportion must be one percentage, got "
-                            f"{self.modulation_proportion!r}")
-        set_(self, "modulation_proportion",
-             check_proportions([self.modulation_proportion], "attribution.modulation_proportion")[0])
+        if isinstance(self.analysis_proportion, list | tuple):
+            raise FaigError("attribution.analysis_proportion must be one percentage, got "
+                            f"{self.analysis_proportion!r}")
+        set_(self, "analysis_proportion",
+             check_proportions([self.analysis_proportion], "attribution.analysis_proportion")[0])
         lambdas = _as_list(self.lambdas)
         if not lambdas or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
                                   for v in lambdas):
             raise FaigError(f"attribution.lambdas must list finite numbers, e.g. [0,0.5,1,1.5]; got {self.lambdas!r}")
         set_(self, "lambdas", tuple(float(v) for v in lambdas))
+        for key, upper in (("prediction_blur", math.inf), ("prediction_noise", 1.0)):
+            levels = _as_list(getattr(self, key))
+            if not levels or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= upper
+                                     for v in levels):
+                raise FaigError(f"attribution.{key} must list sigmas in (0, {upper:g}], e.g. "
+                                f"{list(getattr(type(self), key))}; got {getattr(self, key)!r}")
+            set_(self, key, tuple(sorted({float(v) for v in levels})))
         if self.rankings_from is not None:
             set_(self, "rankings_from", str(self.rankings_from))
 
@@ -171,7 +183,7 @@ class AttributionSettings:
 
     def check_filters(self, num_filters: int) -> None:
         """Raise when a proportion selects no filter of a net with ``num_filters`` filters (``int(N * p / 100)``)."""
-        for p in (*self.proportions, self.panel_proportion, self.modulation_proportion):
+        for p in (*self.proportions, self.panel_proportion, self.analysis_proportion):
             if int(num_filters * p / 100) < 1:
                 smallest = math.ceil(100 * 10 / num_filters) / 10
                 raise FaigError(f"masking {p:g} % of this net's {num_filters} filters selects none; use proportions "

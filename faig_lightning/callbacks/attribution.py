@@ -74,7 +74,8 @@ class AttributionCallback(Callback):
         with torch.inference_mode(False), torch.enable_grad():
             result = run_attribution(baseline, target, shard, scale=pl_module.scale, settings=self.settings,
                                      reduce_fn=reduce_sum if world > 1 else None,
-                                     progress=ProgressBars() if trainer.is_global_zero else None)
+                                     progress=ProgressBars() if trainer.is_global_zero else None,
+                                     pipeline=dict(pl_module.hparams.get("degradation") or {}) or None)
         result.settings.update(num_images=len(eval_set), world_size=world, images_per_process=len(shard))
         self.result = result
         if trainer.is_global_zero:
@@ -114,9 +115,15 @@ class AttributionCallback(Callback):
             if rows:
                 payload[f"attribution/{key}"] = wandb.Table(columns=row_columns(rows),
                                                             data=[list(vars(r).values()) for r in rows])
-        for name in ("curves", "modulation", "modulation_strip", "filter_locations"):
+        if result.prediction is not None:
+            classes = list(result.prediction.classes)
+            payload["attribution/prediction/confusion"] = wandb.Table(
+                columns=["true", *classes], data=[[t, *(result.prediction.confusion[t][c] for c in classes)]
+                                                  for t in classes])
+        plots = ("modulation", "filter_locations", "degradation_prediction")
+        for name in ("curves", "modulation", "modulation_strip", "filter_locations", "degradation_prediction"):
             if (self.out_dir / f"{name}.png").is_file():
-                payload[f"attribution/{name}" + ("_plot" if name in ("modulation", "filter_locations") else "")] = \
+                payload[f"attribution/{name}" + ("_plot" if name in plots else "")] = \
                     wandb.Image(str(self.out_dir / f"{name}.png"))
         if "faig" in result.rankings:
             panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=scale,
