@@ -1,7 +1,8 @@
 """The README's main job, `bash scripts/quickstart.sh`, run as written (W&B offline), shows the FAIG finding.
 
 Slow (~10 minutes on 2 CPU cores): set-up, both stages on the embedded photos, then the attribution callback with
-every method and the three analyses. The criterion is the one `faig-summarize` checks per seed (`faig_lightning.sweeps.seeds.Criterion`).
+every method and the three analyses. The criterion is the one `faig-summarize` checks per seed
+(`faig_lightning.sweeps.seeds.Criterion`).
 """
 
 from __future__ import annotations
