@@ -65,7 +65,8 @@ class RetrainPlan:
 
     def compare(self, retrained: nn.Module, eval_set: Sequence[EvalItem], scale: int) -> dict[str, Any]:
         """PSNR/SSIM of the baseline, the target (when known) and the retrained net per eval input, and the share
-        of the target's PSNR gain over the baseline that the retrained net recovers."""
+        of the target's PSNR gain over the baseline that the retrained net recovers (None where the target did not
+        gain, e.g. on clean inputs)."""
         items = [eval_set[i] for i in range(len(eval_set))]
         device = next(retrained.parameters()).device
         inputs = list(items[0]["lq"])
@@ -85,7 +86,7 @@ class RetrainPlan:
                 gain = metrics["target"][inp]["psnr"] - metrics["baseline"][inp]["psnr"]
                 got = metrics["retrained"][inp]["psnr"] - metrics["baseline"][inp]["psnr"]
                 row["target_gain_db"], row["retrained_gain_db"] = gain, got
-                row["recovered"] = got / gain if abs(gain) > 1e-9 else None
+                row["recovered"] = got / gain if gain > 0 else None  # a share of a gain; none where it lost
             out["inputs"][inp] = row
         return out
 
