@@ -95,15 +95,18 @@ class SRModule(pl.LightningModule):
 
     def _train_only(self, filters: Sequence[int]) -> None:
         """Leave only the kernels ``filters`` trainable: the other parameters are frozen, and the partly trained
-        conv weights get a gradient mask."""
+        weights get a gradient mask."""
         if len(filters) == 0:
             raise FaigError("train_filters is empty: name at least one filter to train")
-        self._filter_masks = FilterIndex.from_model(self.net).masks(list(filters))
+        index = FilterIndex.from_model(self.net)
+        # per partly trained weight, a bool mask broadcastable to it (the weight's layout, e.g. transposed convs)
+        self._filter_masks = {name: index.layer(name).weight_mask(mask)
+                              for name, mask in index.masks(list(filters)).items()}
         for name, param in self.net.named_parameters():
             if name not in self._filter_masks:
                 param.requires_grad_(False)
             elif param.requires_grad:
-                mask = self._filter_masks[name][..., None, None]
+                mask = self._filter_masks[name]
                 param.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device, grad.dtype))
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
@@ -120,7 +123,7 @@ class SRModule(pl.LightningModule):
         with torch.no_grad():
             for name, anchor in self._anchor.items():
                 param = self.net.get_parameter(name)
-                keep = self._filter_masks[name][..., None, None].to(param.device)
+                keep = self._filter_masks[name].to(param.device)
                 param.copy_(torch.where(keep, param, anchor))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -89,3 +89,38 @@ def wandb_config_value(run_dir: Path, key: str) -> object:
     varint()  # the field tag
     length = varint()
     return json.loads(data[pos : pos + length])
+
+
+class AllLayers(nn.Module):
+    """A tiny x2 SR net with every attributable layer type: convs (plain, depthwise, grouped, 1x1, 1-D, 3-D,
+    transposed and grouped), Linear and self-/cross-attention (fused and separate input projections)."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.scale = 2
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.depthwise = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.grouped = nn.Conv2d(c, c, 3, padding=1, groups=2)
+        self.pointwise = nn.Conv2d(c, c, 1)
+        self.rows = nn.Conv1d(c, c, 3, padding=1)
+        self.volume = nn.Conv3d(1, 2, 3, padding=1)
+        self.mlp = nn.Linear(c, 2 * c)
+        self.mlp_out = nn.Linear(2 * c, c)
+        self.attn = nn.MultiheadAttention(c, 2, batch_first=True)
+        self.cross = nn.MultiheadAttention(c, 1, kdim=2 * c, vdim=c, batch_first=True)
+        self.up = nn.ConvTranspose2d(c, 6, 4, stride=2, padding=1, groups=2)
+        self.tail = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        relu = nn.functional.relu
+        f = relu(self.head(x))
+        f = f + self.pointwise(relu(self.grouped(relu(self.depthwise(f)))))
+        b, c, h, w = f.shape
+        f = f + self.rows(f.reshape(b, c, h * w)).reshape(b, c, h, w)
+        f = f + self.volume(f[:, None]).mean(1)
+        t = f.flatten(2).transpose(1, 2)  # (b, h*w, c) tokens
+        t = t + self.mlp_out(nn.functional.gelu(self.mlp(t)))
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        t = t + self.cross(t, torch.cat([t, t], -1), t, need_weights=False)[0]
+        f = t.transpose(1, 2).reshape(b, c, h, w)
+        return self.tail(relu(self.up(f))) + nn.functional.interpolate(x, scale_factor=2, mode="bilinear")

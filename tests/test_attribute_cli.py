@@ -59,6 +59,7 @@ def test_output_contract(tmp_path):
     assert len(rows) == 4 * 2 * 2 * 3  # methods x masked degradations x proportions x inputs (clean, blur, noise)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_filters"] == n and set(summary["completeness"]) == {"blur", "noise"}
+    assert sum(layer["filters"] for layer in summary["units"]["layers"]) == n
     assert (out / "curves.png").stat().st_size > 10_000
 
 

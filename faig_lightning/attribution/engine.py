@@ -107,7 +107,8 @@ def run_attribution(
     pipeline: Mapping[str, Any] | None = None,
     **changes: Any,
 ) -> AttributionResult:
-    """Rank every Conv2d filter of ``target`` for each degradation with each method, then mask and measure.
+    """Rank every filter (unit, ``FilterIndex``) of ``target`` for each degradation with each method, then mask
+    and measure.
 
     ``settings`` (default ``AttributionSettings()``) says what to compute; keyword ``changes`` are applied to it
     (``run_attribution(b, t, s, scale=2, methods=["faig"], steps=8)``) and validated. The ranked degradations

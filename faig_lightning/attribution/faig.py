@@ -138,6 +138,8 @@ class _Integrator:
         self.device, self.max_batch = device, max_batch
         self.conv_names = index.weight_names
         self.names = list(path.base)
+        # nn.MultiheadAttention takes a fused kernel without a derivative under vmap: one sample per call there
+        self.vmappable = not any(isinstance(m, nn.MultiheadAttention) for m in net.modules())
 
     def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         return ((functional_call(self.net, params, (x,)) - gt) ** 2).sum(dtype=torch.float64)
@@ -150,6 +152,9 @@ class _Integrator:
             params = self.path.params(alphas[0])
             loss = self._loss({**params, **self.path.buffers(alphas[0])}, x, gt)
             return [list(torch.autograd.grad(loss, list(params.values())))], [loss.detach()]
+        if not self.vmappable:
+            pairs = [self._gradients(x[b : b + 1], gt[b : b + 1], [a]) for b, a in enumerate(alphas)]
+            return [g[0] for g, _ in pairs], [loss[0] for _, loss in pairs]
         params = self.path.stacked_params(alphas)
         buffers = self.path.stacked_buffers(alphas)
 

@@ -1,4 +1,5 @@
-"""Filter numbering: every ``W[o, i]`` kernel slice of every Conv2d, in the official code's global order."""
+"""Filter (unit) numbering: the weights joining input channel ``i`` to output channel ``o`` of every attributable
+layer, in module order; for Conv2d-only nets this is the official code's global order."""
 
 from __future__ import annotations
 
@@ -13,79 +14,121 @@ from faig_lightning.errors import FaigError
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """One Conv2d layer of the index: its weight's state-dict name, shape and first global filter index."""
+    """One indexed weight: its state-dict name, shape, first global filter index and whether it is stored
+    ``(in, out, ...)`` (transposed convolutions) rather than ``(out, in, ...)`` (convolutions, Linear, attention
+    projections). A filter (unit) is ``W[o, i]`` — a kernel for convolutions, a scalar for matrices."""
 
     name: str
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, ...]
     offset: int
+    transposed: bool = False
 
     @property
     def out_channels(self) -> int:
-        """Number of output channels (rows of the layer's filter grid)."""
-        return self.shape[0]
+        """Number of output channels (rows of the layer's filter grid; per group for transposed convs)."""
+        return self.shape[1] if self.transposed else self.shape[0]
 
     @property
     def in_channels(self) -> int:
         """Number of input channels per group (columns of the layer's filter grid)."""
-        return self.shape[1]
+        return self.shape[0] if self.transposed else self.shape[1]
 
     @property
     def count(self) -> int:
         """Number of filters ``out_channels * in_channels`` in this layer."""
         return self.shape[0] * self.shape[1]
 
+    def grid(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A view of a tensor shaped like this weight with filter ``[o, i]`` at ``[o, i]`` (writes go through)."""
+        return tensor.transpose(0, 1) if self.transposed else tensor
+
+    def weight_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A bool ``(out, in)`` filter mask as a mask broadcastable to this weight."""
+        mask = mask.t() if self.transposed else mask
+        return mask.reshape(*mask.shape, *([1] * (len(self.shape) - 2)))
+
+
+def attributable(model: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
+    """``(state-dict name, weight, transposed)`` of every weight FAIG attributes, in module order: the weights of
+    convolutions (1-, 2-, 3-D, grouped, depthwise, transposed) and ``nn.Linear``, and the input projections of
+    ``nn.MultiheadAttention`` (its output projection is an ``nn.Linear``). Biases, norms and other tensors are
+    not attributed."""
+    out = []
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if isinstance(module, nn.modules.conv._ConvNd):
+            out.append((f"{prefix}weight", module.weight, bool(module.transposed)))
+        elif isinstance(module, nn.Linear):
+            out.append((f"{prefix}weight", module.weight, False))
+        elif isinstance(module, nn.MultiheadAttention):
+            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                weight = getattr(module, attr, None)
+                if weight is not None:
+                    out.append((f"{prefix}{attr}", weight, False))
+    return out
+
 
 class FilterIndex:
     """Global filter numbering of a network: ``layer.offset + o * in_channels + i``.
 
-    Layers are the ``nn.Conv2d`` modules in ``named_modules`` order (equal to state-dict order for the
-    paper's nets), biases excluded. This reproduces the official index files exactly.
+    Layers are the attributable weights (:func:`attributable`) in ``named_modules`` order (equal to state-dict
+    order for the paper's nets), biases excluded. For nets made of ``nn.Conv2d`` only this reproduces the official
+    index files exactly.
 
-    Grouped convolutions are handled: their weight has shape ``(O, I / groups, kh, kw)`` and ``i`` is the
-    input channel *within the group*, so a layer contributes ``O * I / groups`` filters.
+    Grouped convolutions: the weight has shape ``(O, I / groups, k...)`` and ``i`` is the input channel *within
+    the group*, so a layer contributes ``O * I / groups`` filters (one per channel for a depthwise conv).
+    Transposed convolutions store ``(I, O / groups, k...)``; their filter ``[o, i]`` is ``W[i, o]``.
     """
 
-    def __init__(self, layers: list[ConvLayer]) -> None:
+    def __init__(self, layers: list[ConvLayer], excluded: Sequence[str] = ()) -> None:
         if not layers:
-            raise FaigError("the network has no nn.Conv2d layer: FAIG attributes Conv2d filters; pass a conv net")
+            raise FaigError("the network has no weight FAIG can attribute (convolutions, nn.Linear, "
+                            "nn.MultiheadAttention projections); pass a network built from them")
         self.layers: tuple[ConvLayer, ...] = tuple(layers)
+        self.excluded: tuple[str, ...] = tuple(excluded)
+        """Parameters of the net that are not indexed (biases, norms, position-bias tables, ...)."""
         self._by_name = {layer.name: pos for pos, layer in enumerate(self.layers)}
         self._offsets = torch.tensor([layer.offset for layer in self.layers], dtype=torch.long)
         self._total = self.layers[-1].offset + self.layers[-1].count
 
     @classmethod
     def from_model(cls, model: nn.Module) -> FilterIndex:
-        """Index every Conv2d of ``model`` in module order."""
+        """Index every attributable weight of ``model`` in module order."""
         layers: list[ConvLayer] = []
         offset = 0
-        for module_name, module in model.named_modules():
-            if isinstance(module, nn.Conv2d):
-                name = f"{module_name}.weight" if module_name else "weight"
-                shape = tuple(module.weight.shape)
-                layers.append(ConvLayer(name=name, shape=shape, offset=offset))  # type: ignore[arg-type]
-                offset += shape[0] * shape[1]
-        return cls(layers)
+        for name, weight, transposed in attributable(model):
+            layer = ConvLayer(name=name, shape=tuple(weight.shape), offset=offset, transposed=transposed)
+            layers.append(layer)
+            offset += layer.count
+        indexed = {layer.name for layer in layers}
+        return cls(layers, [name for name, _ in model.named_parameters() if name not in indexed])
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready: per indexed layer its weight, shape, layout and filter count; the parameters left out."""
+        return {"layers": [{"name": layer.name, "shape": list(layer.shape), "transposed": layer.transposed,
+                            "filters": layer.count} for layer in self.layers],
+                "excluded": list(self.excluded)}
 
     def __len__(self) -> int:
         return self._total
 
     def __repr__(self) -> str:
-        return f"FilterIndex({len(self.layers)} conv layers, {self._total} filters)"
+        return f"FilterIndex({len(self.layers)} layers, {self._total} filters)"
 
     @property
     def weight_names(self) -> list[str]:
-        """State-dict names of the indexed conv weights, in index order."""
+        """State-dict names of the indexed weights, in index order."""
         return [layer.name for layer in self.layers]
 
     def layer(self, layer: str | int) -> ConvLayer:
         """The layer given by weight name (``'features.2.weight'``), module name (``'features.2'``) or position."""
         if isinstance(layer, int):
             if not -len(self.layers) <= layer < len(self.layers):
-                raise FaigError(f"layer position {layer} out of range: the net has {len(self.layers)} conv layers")
+                raise FaigError(f"layer position {layer} out of range: the net has {len(self.layers)} indexed layers")
             return self.layers[layer]
         pos = self._by_name.get(layer, self._by_name.get(f"{layer}.weight"))
         if pos is None:
-            raise FaigError(f"unknown conv layer {layer!r}; known layers: {', '.join(self.weight_names)}")
+            raise FaigError(f"unknown layer {layer!r}; known layers: {', '.join(self.weight_names)}")
         return self.layers[pos]
 
     def flat(self, layer: str | int, o: int, i: int) -> int:
@@ -109,7 +152,8 @@ class FilterIndex:
         return torch.searchsorted(self._offsets, flat.to(torch.long).cpu(), right=True) - 1
 
     def masks(self, filters: torch.Tensor | Sequence[int]) -> dict[str, torch.Tensor]:
-        """Per conv weight holding any of the global indices ``filters``: a bool ``(O, I)`` mask of them."""
+        """Per weight holding any of the global indices ``filters``: a bool ``(out, in)`` filter mask of them
+        (:meth:`ConvLayer.weight_mask` turns it into a mask of the weight)."""
         flat = torch.as_tensor(filters, dtype=torch.long).reshape(-1)
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self._total):
             raise FaigError(f"filter indices must lie in [0, {self._total}); got {int(flat.min())}..{int(flat.max())}")
@@ -123,15 +167,18 @@ class FilterIndex:
         return out
 
     def per_filter(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Reduce per-weight tensors ``{weight_name: (O, I, kh, kw)}`` to ``(N,)``: sum of ``|.|`` over each kernel."""
+        """Reduce per-weight tensors shaped like the weights to ``(N,)``: sum of ``|.|`` over each filter."""
         parts = []
         for conv in self.layers:
             if conv.name not in tensors:
-                raise FaigError(f"per_filter needs a tensor for every conv weight; {conv.name!r} is missing")
+                raise FaigError(f"per_filter needs a tensor for every indexed weight; {conv.name!r} is missing")
             tensor = tensors[conv.name]
             if tuple(tensor.shape) != conv.shape:
                 raise FaigError(f"{conv.name}: expected shape {conv.shape}, got {tuple(tensor.shape)}")
-            parts.append(tensor.abs().sum(dim=(2, 3)).reshape(-1))
+            units = conv.grid(tensor.abs())
+            if units.dim() > 2:
+                units = units.sum(dim=tuple(range(2, units.dim())))
+            parts.append(units.reshape(-1))
         return torch.cat(parts)
 
     def top_k(self, proportion_percent: float) -> int:

@@ -38,10 +38,11 @@ class FilterMasker:
         self.net.eval()
         b_state = baseline.state_dict()
         weights = dict(self.net.named_parameters())
-        self._weights = [weights[conv.name] for conv in self.index.layers]
+        # filter grids: views with filter [o, i] at [o, i] whatever the weight's layout (writes go through)
+        self._weights = [conv.grid(weights[conv.name]) for conv in self.index.layers]
         self._target = [w.detach().clone() for w in self._weights]
         self._baseline = [
-            b_state[conv.name].detach().to(w.device, w.dtype)
+            conv.grid(b_state[conv.name].detach().to(w.device, w.dtype))
             for conv, w in zip(self.index.layers, self._weights, strict=True)
         ]
 

@@ -323,6 +323,7 @@ def summary(result: AttributionResult) -> dict:
         "settings": result.settings,
         "fingerprints": result.fingerprints,
         "num_filters": len(result.index),
+        "units": result.index.describe(),
         "steps_used": result.steps if result.reused is None else source.get("steps_used"),
         "faig": source.get("faig")
         if result.faig is None

@@ -1,0 +1,151 @@
+"""Filters (units) of every attributable layer type: counts, numbering, masking one unit, FAIG vs a float64 naive
+reference and completeness."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import AllLayers, make_pair
+from test_attribution_faig import make_eval_set
+
+from faig_lightning.attribution import FilterIndex, abs_filter_change, compute_faig
+from faig_lightning.attribution.masking import FilterMasker
+
+pytestmark = [pytest.mark.usefixtures("single_thread"),
+              pytest.mark.filterwarnings("ignore:There is a performance drop")]
+
+# (weight, shape, transposed, closed-form count): conv out * in / groups, transposed in * out / groups,
+# matrices out * in
+EXPECTED = [
+    ("head.weight", (4, 3, 3, 3), False, 4 * 3),
+    ("depthwise.weight", (4, 1, 3, 3), False, 4),  # one unit per channel
+    ("grouped.weight", (4, 2, 3, 3), False, 4 * 4 // 2),
+    ("pointwise.weight", (4, 4, 1, 1), False, 16),
+    ("rows.weight", (4, 4, 3), False, 16),
+    ("volume.weight", (2, 1, 3, 3, 3), False, 2),
+    ("mlp.weight", (8, 4), False, 32),
+    ("mlp_out.weight", (4, 8), False, 32),
+    ("attn.in_proj_weight", (12, 4), False, 3 * 4 * 4),
+    ("attn.out_proj.weight", (4, 4), False, 16),
+    ("cross.q_proj_weight", (4, 4), False, 16),
+    ("cross.k_proj_weight", (4, 8), False, 32),
+    ("cross.v_proj_weight", (4, 4), False, 16),
+    ("cross.out_proj.weight", (4, 4), False, 16),
+    ("up.weight", (4, 3, 4, 4), True, 4 * 6 // 2),
+    ("tail.weight", (3, 6, 3, 3), False, 18),
+]
+
+
+def test_unit_counts_and_numbering_follow_closed_forms():
+    index = FilterIndex.from_model(AllLayers())
+    got = [(layer.name, layer.shape, layer.transposed, layer.count) for layer in index.layers]
+    assert got == EXPECTED
+    assert len(index) == sum(e[3] for e in EXPECTED)
+    offset = 0
+    for layer in index.layers:  # module order, then o * in + i
+        assert layer.offset == offset
+        assert index.flat(layer.name, layer.out_channels - 1, layer.in_channels - 1) == offset + layer.count - 1
+        offset += layer.count
+    up = index.layer("up")
+    assert (up.out_channels, up.in_channels) == (3, 4)  # filter [o, i] of a transposed conv is W[i, o]
+    assert index.locate(index.flat("up", 2, 1)) == ("up.weight", 2, 1)
+
+
+def _unit(weight: torch.Tensor, transposed: bool, o: int, i: int) -> torch.Tensor:
+    return weight[i, o] if transposed else weight[o, i]
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_masking_one_unit_changes_exactly_that_slice(lam):
+    baseline, target = make_pair(AllLayers())
+    masker = FilterMasker(baseline, target)
+    b_sd, t_sd = baseline.state_dict(), target.state_dict()
+    for layer in masker.index.layers:
+        o, i = layer.out_channels - 1, layer.in_channels // 2
+        with masker.masked([masker.index.flat(layer.name, o, i)], lam) as net:
+            state = net.state_dict()
+            for name, value in state.items():
+                expected = t_sd[name].clone()
+                if name == layer.name:
+                    want = lam * _unit(t_sd[name], layer.transposed, o, i) + (1 - lam) * _unit(
+                        b_sd[name], layer.transposed, o, i)
+                    _unit(expected, layer.transposed, o, i).copy_(want)
+                torch.testing.assert_close(value, expected, rtol=0, atol=1e-7, msg=f"{layer.name}: {name}")
+        assert all(torch.equal(v, t_sd[k]) for k, v in masker.net.state_dict().items())  # restored
+
+
+def test_weight_masks_follow_the_weight_layout():
+    index = FilterIndex.from_model(AllLayers())
+    chosen = [index.flat("up", 1, 3), index.flat("rows", 0, 2), index.flat("attn.in_proj_weight", 5, 1)]
+    masks = {n: index.layer(n).weight_mask(m) for n, m in index.masks(chosen).items()}
+    assert masks["up.weight"].shape == (4, 3, 1, 1) and masks["up.weight"][3, 1].all()
+    assert masks["rows.weight"].shape == (4, 4, 1) and masks["rows.weight"][0, 2].all()
+    assert masks["attn.in_proj_weight"].shape == (12, 4) and masks["attn.in_proj_weight"][5, 1]
+    assert sum(int(m.sum()) for m in masks.values()) == 3
+
+
+def naive_faig64(baseline, target, eval_set, degradation, steps):
+    """The official loop in float64 on every attributable weight: one image and one step at a time, then a
+    Python loop over every unit ``[o, i]`` of every layer."""
+    net = copy.deepcopy(target).double().eval()
+    b_sd = {k: v.double() for k, v in baseline.state_dict().items()}
+    t_sd = {k: v.double() for k, v in target.state_dict().items()}
+    index = FilterIndex.from_model(target)
+    params = dict(net.named_parameters())
+    total = np.zeros(len(index))
+    for item in eval_set:
+        grads = {layer.name: torch.zeros_like(params[layer.name]) for layer in index.layers}
+        for s in range(steps):
+            a = s / steps
+            net.load_state_dict({k: a * b_sd[k] + (1 - a) * t_sd[k] for k in t_sd})
+            net.zero_grad()
+            out = net(item["lq"][degradation].double().unsqueeze(0))
+            ((out - item["gt"].double().unsqueeze(0)) ** 2).sum().backward()
+            for layer in index.layers:
+                grads[layer.name] += params[layer.name].grad
+        for layer in index.layers:
+            product = grads[layer.name] * (b_sd[layer.name] - t_sd[layer.name]) / steps
+            for o in range(layer.out_channels):
+                for i in range(layer.in_channels):
+                    total[index.flat(layer.name, o, i)] += float(_unit(product, layer.transposed, o, i).abs().sum())
+    return total / len(eval_set)
+
+
+def test_faig_on_every_layer_type_matches_a_float64_naive_reference():
+    baseline, target = make_pair(AllLayers())
+    eval_set = make_eval_set([(6, 6), (5, 7)], degradations=("blur", "noise"))
+    steps = 4
+    for max_batch in (1, 8):  # attention nets fall back to one sample per call under batching
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = compute_faig(baseline, target, eval_set, scale=2, steps=steps, rule="official",
+                                  max_batch=max_batch)
+        for d in ("blur", "noise"):
+            ref = naive_faig64(baseline, target, eval_set, d, steps)
+            np.testing.assert_allclose(result.per_degradation[d], ref, rtol=1e-4, atol=1e-6 * ref.max())
+    assert abs_filter_change(baseline, target).shape == (len(FilterIndex.from_model(target)),)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_completeness_holds_on_every_layer_type(seed):
+    baseline, target = make_pair(AllLayers(), seed=seed, strength=0.1)
+    eval_set = make_eval_set([(6, 6)] * 2, degradations=("blur", "noise"))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for item in eval_set:  # GT near the target's output: a clear loss change along the path
+            item["gt"] = target(item["lq"]["blur"][None])[0] + 0.05 * torch.randn(item["gt"].shape, generator=gen)
+    gaps = [max(c.gap for c in compute_faig(baseline, target, eval_set, scale=2, steps=n,
+                                            rule="gauss_legendre").completeness.values()) for n in (4, 32)]
+    # sum over every parameter of dtheta . integral of the gradient = L(theta) - L(theta_bar), to the quadrature's
+    # error, which shrinks with the nodes
+    assert gaps[1] < 2e-3 and gaps[1] < gaps[0] / 3, gaps
+
+
+def test_describe_lists_the_layers_and_the_parameters_left_out():
+    net = AllLayers()
+    described = FilterIndex.from_model(net).describe()
+    assert [(d["name"], tuple(d["shape"]), d["transposed"], d["filters"]) for d in described["layers"]] == EXPECTED
+    assert set(described["excluded"]) == {n for n, _ in net.named_parameters()} - {e[0] for e in EXPECTED}
+    assert "attn.in_proj_bias" in described["excluded"] and all(n.endswith("bias") for n in described["excluded"])
