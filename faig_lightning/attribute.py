@@ -14,7 +14,6 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning.attribution import run_attribution, write_results
@@ -22,11 +21,13 @@ from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.report import ProgressBars, drop_markdown
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import read_results_summary
+from faig_lightning.attribution.validation import check_model
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.cli import main_with_exit_code, run_job
 from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
+from faig_lightning.nets import build_net
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
     for key, path in ckpts.items():
         if not path:
             raise FaigError(f"{key}=PATH is required (our net_g.pth / .ckpt, or a BasicSR .pth)")
-        nets.append(load_weights(instantiate(model), path, key="ema").eval())
+        net = build_net(model)
+        check_model(net, scale)  # before loading: a wrong scale names itself, not as a shape mismatch
+        nets.append(load_weights(net, path, key="ema").eval())
     settings.check_filters(len(FilterIndex.from_model(nets[1])))
     eval_set = build_eval_set(scale=scale, **OmegaConf.to_container(cfg.eval, resolve=True))
 

@@ -137,7 +137,7 @@ def load_run_pair(run_dir: str | os.PathLike) -> tuple[nn.Module, nn.Module, int
     ``faig-attribute``, from the model spec and checkpoints its ``summary.json`` records."""
     import json
 
-    from hydra.utils import instantiate
+    from faig_lightning.nets import build_net
 
     path = Path(run_dir) / "summary.json"
     try:
@@ -146,6 +146,6 @@ def load_run_pair(run_dir: str | os.PathLike) -> tuple[nn.Module, nn.Module, int
         raise FaigError(f"{path} is missing or unreadable: {run_dir} is not a finished attribution run") from None
     if not {"model", "scale", "baseline_ckpt", "target_ckpt"} <= set(provenance):
         raise FaigError(f"{path} does not record the model and checkpoints; rerun that run's attribution")
-    nets = [load_weights(instantiate(provenance["model"]), provenance[key]).eval()
+    nets = [load_weights(build_net(provenance["model"]), provenance[key]).eval()
             for key in ("baseline_ckpt", "target_ckpt")]
     return nets[0], nets[1], int(provenance["scale"])

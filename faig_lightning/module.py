@@ -8,13 +8,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.errors import FaigError
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
+from faig_lightning.nets import build_net
 from faig_lightning.seeding import derive_seed
 
 STAGES = ("baseline", "target", "retrain")
@@ -74,15 +74,16 @@ class SRModule(pl.LightningModule):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.save_hyperparameters()
-        self.net = instantiate(dict(net))
+        self.net = build_net(net)
         for name in frozen_parameters(self.net, freeze):
             self.net.get_parameter(name).requires_grad_(False)
         self._filter_masks: dict[str, torch.Tensor] = {}
         self._anchor: dict[str, torch.Tensor] = {}
         if train_filters is not None:
             self._train_only(train_filters)
-        self.scale = int(self.net.scale)
         self.degrade = DegradationPipeline(**dict(degradation))
+        own = getattr(self.net, "scale", getattr(self.net, "upscale", None))  # custom nets may carry neither
+        self.scale = int(own) if isinstance(own, int) else self.degrade.scale
         self.crop_border = self.scale if crop_border is None else int(crop_border)
         self.start_step = 0
         self._generator: torch.Generator | None = None

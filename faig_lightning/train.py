@@ -31,12 +31,14 @@ from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.settings import AttributionSettings
+from faig_lightning.attribution.validation import check_model
 from faig_lightning.callbacks import AttributionCallback, ForeachEMA
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
 from faig_lightning.cli import main_with_exit_code, run_job
 from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
+from faig_lightning.nets import build_net
 from faig_lightning.retrain import RetrainPlan, resolve_retrain, retrain_markdown
 from faig_lightning.seeding import check_seed, derive_seed
 
@@ -138,18 +140,6 @@ def check_stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
     return scfg
 
 
-def check_model(net: torch.nn.Module, scale: int) -> None:
-    """The net upscales a small LR batch by ``scale``."""
-    if getattr(net, "scale", scale) != scale:
-        raise FaigError(f"the model's scale is {net.scale} but scale={scale}; set model.scale / scale to one value")
-    with torch.no_grad():
-        out = net.eval()(torch.zeros(1, 3, 8, 8))
-    net.train()
-    if tuple(out.shape) != (1, 3, 8 * scale, 8 * scale):
-        raise FaigError(f"the model maps a 1x3x8x8 batch to {tuple(out.shape)}, not 1x3x{8 * scale}x{8 * scale}; "
-                        f"check model.* and scale={scale}")
-
-
 def _resume_step(module: SRModule, last: Path, seed: int) -> int:
     """The step of ``last.ckpt`` after checking it loads into ``module`` and was trained with the run's ``seed``;
     one line suggesting resume=false if not."""
@@ -217,7 +207,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                   "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile}
         if retrain is not None:
             with torch.random.fork_rng():
-                index = FilterIndex.from_model(instantiate(plain(cfg.model)))
+                index = FilterIndex.from_model(build_net(plain(cfg.model)))
             kwargs["train_filters"] = retrain.filters(index)
         with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
             module = SRModule(**kwargs)

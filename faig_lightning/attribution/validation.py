@@ -150,3 +150,23 @@ def check_choice(kind: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise FaigError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
     return value
+
+
+def check_model(net: nn.Module, scale: int) -> None:
+    """The net upscales a 1x3x8x8 batch by ``scale``; its own ``scale`` or ``upscale`` attribute, if any, agrees."""
+    own = getattr(net, "scale", getattr(net, "upscale", None))
+    if isinstance(own, int) and own != scale:
+        raise FaigError(f"the model's scale is {own} but scale={scale}; set model.scale / scale to one value")
+    device = next(net.parameters()).device
+    training = net.training
+    try:
+        with torch.no_grad():
+            out = net.eval()(torch.zeros(1, 3, 8, 8, device=device))
+    except Exception as err:  # the user's forward: name the failure in one line
+        raise FaigError(f"the model fails on a 1x3x8x8 LR batch ({type(err).__name__}: {err}); its forward must map "
+                        "(N, 3, h, w) to (N, 3, scale*h, scale*w)") from None
+    finally:
+        net.train(training)
+    if tuple(out.shape) != (1, 3, 8 * scale, 8 * scale):
+        raise FaigError(f"the model maps a 1x3x8x8 batch to {tuple(out.shape)}, not 1x3x{8 * scale}x{8 * scale}; "
+                        f"check model.* and scale={scale}")

@@ -1,6 +1,7 @@
 """Super-resolution networks: one file per architecture."""
 
+from faig_lightning.nets.build import build_net
 from faig_lightning.nets.msrresnet import MSRResNet
 from faig_lightning.nets.srcnn_style import SRCNNStyle
 
-__all__ = ["MSRResNet", "SRCNNStyle"]
+__all__ = ["MSRResNet", "SRCNNStyle", "build_net"]
