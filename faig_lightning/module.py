@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution.filters import FilterIndex
+from faig_lightning.attribution.validation import model_scale
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.errors import FaigError
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
@@ -82,8 +83,7 @@ class SRModule(pl.LightningModule):
         if train_filters is not None:
             self._train_only(train_filters)
         self.degrade = DegradationPipeline(**dict(degradation))
-        own = getattr(self.net, "scale", getattr(self.net, "upscale", None))  # custom nets may carry neither
-        self.scale = int(own) if isinstance(own, int) else self.degrade.scale
+        self.scale = model_scale(self.net) or self.degrade.scale  # custom nets may carry no scale attribute
         self.crop_border = self.scale if crop_border is None else int(crop_border)
         self.start_step = 0
         self._generator: torch.Generator | None = None

@@ -136,7 +136,6 @@ class _Integrator:
         self.net, self.path, self.index = net, path, index
         self.eval_set, self.degradations = eval_set, degradations
         self.device, self.max_batch = device, max_batch
-        self.conv_names = index.weight_names
         self.names = list(path.base)
         # nn.MultiheadAttention takes a fused kernel without a derivative under vmap: one sample per call there
         self.vmappable = not any(isinstance(m, nn.MultiheadAttention) for m in net.modules())

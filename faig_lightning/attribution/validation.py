@@ -152,10 +152,16 @@ def check_choice(kind: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def check_model(net: nn.Module, scale: int) -> None:
-    """The net upscales a 1x3x8x8 batch by ``scale``; its own ``scale`` or ``upscale`` attribute, if any, agrees."""
+def model_scale(net: nn.Module) -> int | None:
+    """The net's own SR factor: its ``scale`` or ``upscale`` attribute, None when it has neither."""
     own = getattr(net, "scale", getattr(net, "upscale", None))
-    if isinstance(own, int) and own != scale:
+    return own if isinstance(own, int) else None
+
+
+def check_model(net: nn.Module, scale: int) -> None:
+    """The net upscales a 1x3x8x8 batch by ``scale``; its own scale (:func:`model_scale`), if any, agrees."""
+    own = model_scale(net)
+    if own is not None and own != scale:
         raise FaigError(f"the model's scale is {own} but scale={scale}; set model.scale / scale to one value")
     device = next(net.parameters()).device
     training = net.training
