@@ -17,7 +17,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning.attribution import run_attribution, write_results
-from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.report import ProgressBars, drop_markdown
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import read_results_summary
@@ -52,7 +51,7 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
         net = build_net(model)
         check_model(net, scale)  # before loading: a wrong scale names itself, not as a shape mismatch
         nets.append(load_weights(net, path, key="ema").eval())
-    settings.check_filters(len(FilterIndex.from_model(nets[1])))
+    settings.check_filters(len(settings.index(nets[1])))
     eval_set = build_eval_set(scale=scale, **OmegaConf.to_container(cfg.eval, resolve=True))
 
     result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=ProgressBars(),

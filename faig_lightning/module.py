@@ -46,7 +46,8 @@ class SRModule(pl.LightningModule):
     ``freeze`` names modules or parameters of the net (e.g. ``conv_first``) that this stage leaves untouched.
     ``train_filters`` (global filter indices, ``FilterIndex`` numbering) trains only those ``W[o, i]`` kernels:
     every other parameter, biases included, stays bit-identical (gradients masked, and the other entries of a
-    partly trained weight written back after each optimiser step, so weight decay cannot move them either).
+    partly trained weight written back after each optimiser step, so weight decay cannot move them either);
+    ``extra_units`` numbers whole tensors after the weights, as the rankings the filters came from did.
     ``compile`` (opt-in): ``torch.compile`` the net's training forward (and so its backward) — ``True`` or a mode
     such as ``"reduce-overhead"`` (CUDA graphs) or ``"max-autotune"``; validation and the saved weights use the
     plain net. With ``precision=bf16-mixed`` the L1 loss is taken in float32; the EMA weights are float32 anyway.
@@ -70,6 +71,7 @@ class SRModule(pl.LightningModule):
         freeze: Sequence[str] = (),
         compile: bool | str = False,
         train_filters: Sequence[int] | None = None,
+        extra_units: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if stage not in STAGES:
@@ -81,7 +83,7 @@ class SRModule(pl.LightningModule):
         self._filter_masks: dict[str, torch.Tensor] = {}
         self._anchor: dict[str, torch.Tensor] = {}
         if train_filters is not None:
-            self._train_only(train_filters)
+            self._train_only(train_filters, extra_units)
         self.degrade = DegradationPipeline(**dict(degradation))
         self.scale = model_scale(self.net) or self.degrade.scale  # custom nets may carry no scale attribute
         self.crop_border = self.scale if crop_border is None else int(crop_border)
@@ -94,12 +96,12 @@ class SRModule(pl.LightningModule):
             # a compiled bound method, not a submodule: parameter names and checkpoints stay those of the net
             self._train_forward = torch.compile(self.net.forward, mode=None if compile is True else compile)
 
-    def _train_only(self, filters: Sequence[int]) -> None:
+    def _train_only(self, filters: Sequence[int], extra_units: Sequence[str]) -> None:
         """Leave only the kernels ``filters`` trainable: the other parameters are frozen, and the partly trained
         weights get a gradient mask."""
         if len(filters) == 0:
             raise FaigError("train_filters is empty: name at least one filter to train")
-        index = FilterIndex.from_model(self.net)
+        index = FilterIndex.from_model(self.net, extra_units)
         # per partly trained weight, a bool mask broadcastable to it (the weight's layout, e.g. transposed convs)
         self._filter_masks = {name: index.layer(name).weight_mask(mask)
                               for name, mask in index.masks(list(filters)).items()}

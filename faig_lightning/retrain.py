@@ -50,9 +50,12 @@ class RetrainPlan:
     baseline_ckpt: str
     target_ckpt: str | None
     source: str
+    extra_units: tuple[str, ...] = ()
+    """The rankings' whole-tensor units (``attribution.extra_units`` of the run that wrote them)."""
 
     def filters(self, index: FilterIndex) -> list[int]:
-        """The sorted union of each index file's top ``proportion`` % (``index.top_k``) filters."""
+        """The sorted union of each index file's top ``proportion`` % (``index.top_k``) filters; ``index`` must
+        number the net's units as the rankings do (``FilterIndex.from_model(net, self.extra_units)``)."""
         k = index.top_k(self.proportion)
         chosen: set[int] = set()
         for path in self.index_files:
@@ -104,11 +107,13 @@ def resolve_retrain(scfg: Mapping[str, Any], baseline_ckpt: str | None) -> Retra
     if isinstance(proportion, bool) or not isinstance(proportion, int | float) or not 0 < proportion <= 100:
         raise FaigError(f"retrain.proportion must be a percentage in (0, 100], got {proportion!r}")
     target_ckpt = scfg.get("target_ckpt")
+    extra_units = scfg.get("extra_units") or []
     if from_run:
         summary = read_results_summary(from_run)
         provenance = summary.get("provenance", {})
         baseline_ckpt = baseline_ckpt or provenance.get("baseline_ckpt")
         target_ckpt = target_ckpt or provenance.get("target_ckpt")
+        extra_units = summary["settings"].get("extra_units") or []
         if not index:
             method = scfg.get("method") or "faig"
             ranked = summary["settings"].get("degradations", [])
@@ -134,7 +139,8 @@ def resolve_retrain(scfg: Mapping[str, Any], baseline_ckpt: str | None) -> Retra
         if not Path(path).is_file():
             raise FaigError(f"retrain: {path} does not exist; check retrain.from_run / retrain.index / baseline_ckpt")
     return RetrainPlan(tuple(str(p) for p in index), float(proportion), str(baseline_ckpt),
-                       str(target_ckpt) if target_ckpt else None, source)
+                       str(target_ckpt) if target_ckpt else None, source,
+                       tuple([extra_units] if isinstance(extra_units, str) else extra_units))
 
 
 def retrain_markdown(comparison: Mapping[str, Any]) -> str:

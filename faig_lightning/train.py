@@ -207,8 +207,9 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                   "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile}
         if retrain is not None:
             with torch.random.fork_rng():
-                index = FilterIndex.from_model(build_net(plain(cfg.model)))
+                index = FilterIndex.from_model(build_net(plain(cfg.model)), retrain.extra_units)
             kwargs["train_filters"] = retrain.filters(index)
+            kwargs["extra_units"] = list(retrain.extra_units)
         with torch.random.fork_rng():  # a throw-away module for the checks: the run's RNG stream stays untouched
             module = SRModule(**kwargs)
         check_model(module.net, cfg.scale)
@@ -217,7 +218,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
         if retrain is not None and retrain.target_ckpt:
             load_weights(copy.deepcopy(module.net), retrain.target_ckpt, key="ema")
         if settings is not None and stage == "target":
-            settings.check_filters(len(FilterIndex.from_model(module.net)))
+            settings.check_filters(len(settings.index(module.net)))
         stage_dir = run_dir / stage
         last = stage_dir / "checkpoints" / "last.ckpt"
         resume_step = _resume_step(module, last, seed) if cfg.resume and last.is_file() else None

@@ -93,7 +93,8 @@ def wandb_config_value(run_dir: Path, key: str) -> object:
 
 class AllLayers(nn.Module):
     """A tiny x2 SR net with every attributable layer type: convs (plain, depthwise, grouped, 1x1, 1-D, 3-D,
-    transposed and grouped), Linear and self-/cross-attention (fused and separate input projections)."""
+    transposed and grouped), Linear and self-/cross-attention (fused and separate input projections), plus
+    parameters that are not unit weights: a LayerNorm and a learned prompt added to the tokens."""
 
     def __init__(self, c: int = 4) -> None:
         super().__init__()
@@ -104,6 +105,8 @@ class AllLayers(nn.Module):
         self.pointwise = nn.Conv2d(c, c, 1)
         self.rows = nn.Conv1d(c, c, 3, padding=1)
         self.volume = nn.Conv3d(1, 2, 3, padding=1)
+        self.norm = nn.LayerNorm(c)
+        self.prompt = nn.Parameter(0.1 * torch.randn(c))
         self.mlp = nn.Linear(c, 2 * c)
         self.mlp_out = nn.Linear(2 * c, c)
         self.attn = nn.MultiheadAttention(c, 2, batch_first=True)
@@ -118,7 +121,7 @@ class AllLayers(nn.Module):
         b, c, h, w = f.shape
         f = f + self.rows(f.reshape(b, c, h * w)).reshape(b, c, h, w)
         f = f + self.volume(f[:, None]).mean(1)
-        t = f.flatten(2).transpose(1, 2)  # (b, h*w, c) tokens
+        t = self.norm(f.flatten(2).transpose(1, 2)) + self.prompt  # (b, h*w, c) tokens
         t = t + self.mlp_out(nn.functional.gelu(self.mlp(t)))
         t = t + self.attn(t, t, t, need_weights=False)[0]
         t = t + self.cross(t, torch.cat([t, t], -1), t, need_weights=False)[0]

@@ -139,3 +139,32 @@ def test_mean_depth_is_the_selected_filters_mean_layer_position():
     depths = mean_depths(rows)
     assert depths["faig", "blur", 1.0] == (0 * 3 + 2 * 1) / (4 * 2)
     assert np.isnan(depths["faig", "noise", 1.0])
+
+
+def test_unit_types_sum_the_layers_of_each_type():
+    from faig_lightning.attribution.locations import LocationRow, unit_types
+
+    layers = [("a", 10, 3, "conv"), ("b", 20, 0, "attention"), ("c", 10, 0, "attention"), ("d", 60, 1, "linear")]
+    rows = [LocationRow("faig", "blur", 1.0, pos, name, n, k, k / n, kind)
+            for pos, (name, n, k, kind) in enumerate(layers)]
+    got = {r.kind: r for r in unit_types(rows)}
+    assert list(got) == ["conv", "attention", "linear"]  # KINDS order, only types the net has
+    assert (got["conv"].units, got["conv"].selected, got["conv"].share) == (10, 3, 0.3)
+    assert got["conv"].of_selection == 0.75 and got["conv"].enrichment == pytest.approx(0.75 / 0.1)
+    assert (got["attention"].units, got["attention"].selected, got["attention"].enrichment) == (30, 0, 0.0)
+    assert got["linear"].of_selection == 0.25 and got["linear"].enrichment == pytest.approx(0.25 / 0.6)
+
+
+def test_location_rows_carry_each_layer_unit_type():
+    from helpers import AllLayers
+
+    from faig_lightning.attribution import FilterIndex
+    from faig_lightning.attribution.locations import unit_types
+
+    index = FilterIndex.from_model(AllLayers(), ["prompt"])
+    order = np.arange(len(index))[::-1].copy()  # the extra unit (last) first, then the tail conv's units, ...
+    rows = filter_locations(index, {"faig": {"blur": order}}, [50])
+    assert [r.kind for r in rows] == [layer.kind for layer in index.layers]
+    types = {r.kind: r for r in unit_types(rows)}
+    assert sum(r.units for r in types.values()) == len(index) and types["tensor"].selected == 1
+    assert sum(r.selected for r in types.values()) == index.top_k(50)

@@ -237,6 +237,8 @@ def test_bad_eval_sets(small):
         ({"ig_steps": 0}, "attribution.ig_steps must be an integer >= 1"),
         ({"seed": -1}, "seed"),
         ({"scale": 0}, "scale"),
+        ({"extra_units": ["*bias", ""]}, r"attribution.extra_units must list parameter-name patterns"),
+        ({"extra_units": ["*gamma"]}, r"'\*gamma' matches no parameter outside the weights; those are: features"),
     ],
 )
 def test_bad_settings(small, kwargs, message):
@@ -257,3 +259,23 @@ def test_drop_markdown_pivots_targeted_and_other_inputs():
     assert lines[0] == ("| method | masked % | mask blur: blur input | mask blur: noise input | "
                         "mask noise: noise input | mask noise: blur input |")
     assert lines[2] == "| faig | 1 | 1.50 | 0.25 | 3.00 | 0.12 |"
+
+
+def test_extra_units_are_ranked_masked_and_located_by_every_method(small):
+    """With attribution.extra_units the biases are units after the weights: every method scores them, masking
+    and the location table cover them, and summary units list them as whole tensors."""
+    eval_set = make_eval_set(sizes=((12, 12),))  # large enough for SSIM in the masking table
+    plain = run(small, eval_set=eval_set, proportions=(50,), analyses=("locations",))
+    result = run(small, eval_set=eval_set, proportions=(50,), analyses=("locations",), extra_units=("*bias",))
+    n_weights = len(plain.index)
+    biases = [layer for layer in result.index.layers if layer.kind == "tensor"]
+    names = [n for n, _ in small[1].named_parameters() if n.endswith("bias")]
+    assert [b.name for b in biases] == names and len(result.index) == n_weights + len(names)
+    for method, per in result.scores.items():
+        for deg, scores in per.items():
+            assert scores.shape == (n_weights + len(names),), (method, deg)
+            if method != "random":  # the weights' scores do not depend on the extra units
+                np.testing.assert_allclose(scores[:n_weights], plain.scores[method][deg], rtol=1e-5, atol=1e-12)
+    assert {row.layer_name for row in result.locations} >= set(names)
+    described = result.index.describe()
+    assert [d["kind"] for d in described["layers"][-2:]] == ["tensor", "tensor"] and described["excluded"] == []

@@ -70,6 +70,26 @@ def test_train_filters_changes_only_those_kernels(weight_decay, ema):
         assert bool((moved > 0).all()), name
 
 
+def test_train_filters_with_extra_units_trains_whole_tensors():
+    """A ranking with extra units numbers biases after the weights: choosing one trains that whole bias and,
+    of the weights, only the chosen kernel."""
+    from faig_lightning.attribution import FilterIndex
+
+    torch.manual_seed(0)
+    index = FilterIndex.from_model(SRModule(NET, DEGRADATION).net, ["*bias"])
+    chosen = [index.flat("conv_hr", 0, 1), index.flat("conv_first.bias", 0, 0)]
+    module = SRModule(NET, DEGRADATION, stage="retrain", lr=1e-2, train_filters=chosen, extra_units=["*bias"])
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    _fit(module)
+    after = module.net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"conv_hr.weight", "conv_first.bias"}
+    assert bool((after["conv_first.bias"] != before["conv_first.bias"]).all())
+    untouched = torch.ones(after["conv_hr.weight"].shape[:2], dtype=torch.bool)
+    untouched[0, 1] = False
+    assert torch.equal(after["conv_hr.weight"][untouched], before["conv_hr.weight"][untouched])
+
+
 def test_unknown_frozen_name_is_one_line():
     with pytest.raises(FaigError, match=r"freeze: 'conv_frist' names no parameter or module of the net; top-level"):
         SRModule(NET, DEGRADATION, freeze=["conv_frist"])

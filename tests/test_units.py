@@ -12,6 +12,7 @@ from test_attribution_faig import make_eval_set
 
 from faig_lightning.attribution import FilterIndex, abs_filter_change, compute_faig
 from faig_lightning.attribution.masking import FilterMasker
+from faig_lightning.errors import FaigError
 
 pytestmark = [pytest.mark.usefixtures("single_thread"),
               pytest.mark.filterwarnings("ignore:There is a performance drop")]
@@ -53,14 +54,18 @@ def test_unit_counts_and_numbering_follow_closed_forms():
     assert index.locate(index.flat("up", 2, 1)) == ("up.weight", 2, 1)
 
 
-def _unit(weight: torch.Tensor, transposed: bool, o: int, i: int) -> torch.Tensor:
-    return weight[i, o] if transposed else weight[o, i]
+def _unit(weight: torch.Tensor, layer, o: int, i: int) -> torch.Tensor:
+    """Unit [o, i] of ``layer``: a slice of the weight, or the whole tensor for an extra unit."""
+    if layer.kind == "tensor":
+        return weight
+    return weight[i, o] if layer.transposed else weight[o, i]
 
 
+@pytest.mark.parametrize("extra", [(), ("*",)])
 @pytest.mark.parametrize("lam", [0.0, 0.5])
-def test_masking_one_unit_changes_exactly_that_slice(lam):
+def test_masking_one_unit_changes_exactly_that_slice(lam, extra):
     baseline, target = make_pair(AllLayers())
-    masker = FilterMasker(baseline, target)
+    masker = FilterMasker(baseline, target, extra_units=extra)
     b_sd, t_sd = baseline.state_dict(), target.state_dict()
     for layer in masker.index.layers:
         o, i = layer.out_channels - 1, layer.in_channels // 2
@@ -69,9 +74,9 @@ def test_masking_one_unit_changes_exactly_that_slice(lam):
             for name, value in state.items():
                 expected = t_sd[name].clone()
                 if name == layer.name:
-                    want = lam * _unit(t_sd[name], layer.transposed, o, i) + (1 - lam) * _unit(
-                        b_sd[name], layer.transposed, o, i)
-                    _unit(expected, layer.transposed, o, i).copy_(want)
+                    want = lam * _unit(t_sd[name], layer, o, i) + (1 - lam) * _unit(
+                        b_sd[name], layer, o, i)
+                    _unit(expected, layer, o, i).copy_(want)
                 torch.testing.assert_close(value, expected, rtol=0, atol=1e-7, msg=f"{layer.name}: {name}")
         assert all(torch.equal(v, t_sd[k]) for k, v in masker.net.state_dict().items())  # restored
 
@@ -86,13 +91,13 @@ def test_weight_masks_follow_the_weight_layout():
     assert sum(int(m.sum()) for m in masks.values()) == 3
 
 
-def naive_faig64(baseline, target, eval_set, degradation, steps):
+def naive_faig64(baseline, target, eval_set, degradation, steps, extra_units=()):
     """The official loop in float64 on every attributable weight: one image and one step at a time, then a
     Python loop over every unit ``[o, i]`` of every layer."""
     net = copy.deepcopy(target).double().eval()
     b_sd = {k: v.double() for k, v in baseline.state_dict().items()}
     t_sd = {k: v.double() for k, v in target.state_dict().items()}
-    index = FilterIndex.from_model(target)
+    index = FilterIndex.from_model(target, extra_units)
     params = dict(net.named_parameters())
     total = np.zeros(len(index))
     for item in eval_set:
@@ -109,11 +114,12 @@ def naive_faig64(baseline, target, eval_set, degradation, steps):
             product = grads[layer.name] * (b_sd[layer.name] - t_sd[layer.name]) / steps
             for o in range(layer.out_channels):
                 for i in range(layer.in_channels):
-                    total[index.flat(layer.name, o, i)] += float(_unit(product, layer.transposed, o, i).abs().sum())
+                    total[index.flat(layer.name, o, i)] += float(_unit(product, layer, o, i).abs().sum())
     return total / len(eval_set)
 
 
-def test_faig_on_every_layer_type_matches_a_float64_naive_reference():
+@pytest.mark.parametrize("extra", [(), ("norm.*", "prompt", "*bias")])
+def test_faig_on_every_layer_type_matches_a_float64_naive_reference(extra):
     baseline, target = make_pair(AllLayers())
     eval_set = make_eval_set([(6, 6), (5, 7)], degradations=("blur", "noise"))
     steps = 4
@@ -121,11 +127,11 @@ def test_faig_on_every_layer_type_matches_a_float64_naive_reference():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = compute_faig(baseline, target, eval_set, scale=2, steps=steps, rule="official",
-                                  max_batch=max_batch)
+                                  max_batch=max_batch, extra_units=extra)
         for d in ("blur", "noise"):
-            ref = naive_faig64(baseline, target, eval_set, d, steps)
+            ref = naive_faig64(baseline, target, eval_set, d, steps, extra)
             np.testing.assert_allclose(result.per_degradation[d], ref, rtol=1e-4, atol=1e-6 * ref.max())
-    assert abs_filter_change(baseline, target).shape == (len(FilterIndex.from_model(target)),)
+    assert abs_filter_change(baseline, target, extra).shape == (len(FilterIndex.from_model(target, extra)),)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -148,4 +154,33 @@ def test_describe_lists_the_layers_and_the_parameters_left_out():
     described = FilterIndex.from_model(net).describe()
     assert [(d["name"], tuple(d["shape"]), d["transposed"], d["filters"]) for d in described["layers"]] == EXPECTED
     assert set(described["excluded"]) == {n for n, _ in net.named_parameters()} - {e[0] for e in EXPECTED}
-    assert "attn.in_proj_bias" in described["excluded"] and all(n.endswith("bias") for n in described["excluded"])
+    assert "attn.in_proj_bias" in described["excluded"]
+    assert {n for n in described["excluded"] if not n.endswith("bias")} == {"norm.weight", "prompt"}
+    kinds = {d["name"]: d["kind"] for d in described["layers"]}
+    assert {n for n, k in kinds.items() if k == "attention"} == {
+        "attn.in_proj_weight", "attn.out_proj.weight", "cross.q_proj_weight", "cross.k_proj_weight",
+        "cross.v_proj_weight", "cross.out_proj.weight"}
+    assert {n for n, k in kinds.items() if k == "linear"} == {"mlp.weight", "mlp_out.weight"}
+    assert {k for n, k in kinds.items() if n in {e[0] for e in EXPECTED[:6]} | {"up.weight", "tail.weight"}} == {"conv"}
+
+
+def test_extra_units_are_whole_tensors_numbered_after_the_weights():
+    net = AllLayers()
+    plain = FilterIndex.from_model(net)
+    index = FilterIndex.from_model(net, ["norm.*", "prompt", "attn.*bias"])
+    assert index.layers[: len(plain.layers)] == plain.layers  # the weights keep their numbers
+    extra = index.layers[len(plain.layers):]
+    # named_parameters order (the root's own parameters first), one unit each, whatever the tensor's shape
+    assert [(u.name, u.kind, u.count, u.shape) for u in extra] == [
+        ("prompt", "tensor", 1, (4,)), ("norm.weight", "tensor", 1, (4,)), ("norm.bias", "tensor", 1, (4,)),
+        ("attn.in_proj_bias", "tensor", 1, (12,)), ("attn.out_proj.bias", "tensor", 1, (4,))]
+    assert len(index) == len(plain) + 5 and index.locate(len(plain)) == ("prompt", 0, 0)
+    assert set(index.excluded) == set(plain.excluded) - {u.name for u in extra}
+    grads = {n: torch.full_like(p, -2.0) for n, p in net.named_parameters() if n in index.weight_names}
+    assert index.per_filter(grads)[len(plain):].tolist() == [8.0, 8.0, 8.0, 24.0, 8.0]  # sum |.| of the tensor
+    mask = index.layer("prompt").weight_mask(index.masks([len(plain)])["prompt"])
+    assert mask.shape == (1,) and bool(mask.all())
+    with pytest.raises(FaigError, match=r"'\*gamma' matches no parameter outside the weights; those are: .*prompt"):
+        FilterIndex.from_model(net, ["*gamma"])
+    with pytest.raises(FaigError, match=r"'head\.weight' matches no parameter outside"):  # weights are units already
+        FilterIndex.from_model(net, ["head.weight"])

@@ -69,11 +69,13 @@ def compute_ig(
     device: str | torch.device | None = None,
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
+    extra_units: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """IG scores per degradation: ``sum_n sum_kernel | sum_k w_k d(sum F(theta, x_alpha_k)) / dW |`` (``ig_path``).
 
     Only the TARGET is used; ``x_alpha = clean + alpha (degraded - clean)`` runs in input space from
-    ``item["lq"]["clean"]``; gradients are taken w.r.t. the conv weights; scores are summed over images.
+    ``item["lq"]["clean"]``; gradients are taken w.r.t. the unit weights (``extra_units`` as in
+    ``FilterIndex.from_model``); scores are summed over images.
     Not discriminative: each degradation's ranking only sees its own clean-to-degraded paths.
     """
     check_finite(target, "target")
@@ -83,7 +85,7 @@ def compute_ig(
     alphas, weights = ig_path(variant, steps)
     dev = resolve_device(device, target)
     batch = check_positive_int("max_batch", default_ig_batch(dev) if max_batch is None else max_batch)
-    index = FilterIndex.from_model(target)
+    index = FilterIndex.from_model(target, extra_units)
     params = {n: p.detach().to(dev) for n, p in target.named_parameters()}
     buffers = {n: b.detach().to(dev) for n, b in target.named_buffers()}
     conv_names = index.weight_names
@@ -118,14 +120,14 @@ def compute_ig(
     return {d: sums[i].cpu().numpy() for i, d in enumerate(degs)}  # float64 until written
 
 
-def abs_filter_change(baseline: nn.Module, target: nn.Module) -> np.ndarray:
+def abs_filter_change(baseline: nn.Module, target: nn.Module, extra_units: Sequence[str] = ()) -> np.ndarray:
     """``sum_kernel |theta - theta_bar| / sum_kernel |theta_bar|`` per filter (float64, degradation-agnostic).
 
     Zero-norm baseline filters: the denominator is clamped at 1e-30 (float64), so 0/0 scores 0 and a filter
     that grew from zero gets a huge finite score and ranks first (the official numpy division gives inf).
     """
     check_pair(baseline, target)
-    index = FilterIndex.from_model(target)
+    index = FilterIndex.from_model(target, extra_units)
     b_state, t_state = baseline.state_dict(), target.state_dict()
     change = index.per_filter({n: t_state[n].double() - b_state[n].double() for n in index.weight_names})
     norm = index.per_filter({n: b_state[n].double() for n in index.weight_names})

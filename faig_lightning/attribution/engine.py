@@ -134,7 +134,7 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
     eval_set = [eval_set[i] for i in range(len(eval_set))]  # read (decode) every image once, not per pass
     check_pair(baseline, target)
     inputs = check_eval_set(eval_set, scale)
-    index = FilterIndex.from_model(target)
+    index = cfg.index(target)
     cfg.check_filters(len(index))
     fingerprints = {"baseline": state_fingerprint(baseline), "target": state_fingerprint(target)}
     dev = resolve_device(cfg.device, target)
@@ -154,16 +154,17 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
                 faig_result = compute_faig(
                     baseline, target, eval_set, scale=scale, degradations=degs, steps=cfg.steps, rule=cfg.rule,
                     tol=cfg.tol, budget=cfg.auto_budget, max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn,
-                    progress=progress,
+                    progress=progress, extra_units=cfg.extra_units,
                 )  # fmt: skip
                 scores[method] = faig_result.discriminative
             elif method == "ig":
                 scores[method] = compute_ig(
                     target, eval_set, scale=scale, degradations=degs, variant=cfg.ig_variant, steps=cfg.ig_steps,
                     max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
+                    extra_units=cfg.extra_units,
                 )  # fmt: skip
             elif method == "abs_filter_change":
-                change = abs_filter_change(baseline, target)
+                change = abs_filter_change(baseline, target, cfg.extra_units)
                 scores[method] = {d: change for d in degs}
             else:
                 scores[method] = random_scores(len(index), degs, cfg.seed)
@@ -181,7 +182,7 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         eval_set, scale=scale, degradations=inputs, device=dev, channel=cfg.channel,
         max_batch=default_eval_batch(dev), reduce_fn=reduce_fn,
     )  # fmt: skip
-    masker = FilterMasker(baseline, target, device=dev)
+    masker = FilterMasker(baseline, target, device=dev, extra_units=cfg.extra_units)
     masking, unmasked, measured = _masking_table(baseline, masker, evaluator, rankings, index, cfg.proportions,
                                                  progress)
     timings["masking"] = time.perf_counter() - t0

@@ -279,6 +279,7 @@ def compute_faig(
     device: str | torch.device | None = None,
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
+    extra_units: Sequence[str] = (),
 ) -> FaigResult:
     """FAIG scores of every filter for each degradation in ``degradations`` (default: all but ``"clean"``).
 
@@ -288,7 +289,8 @@ def compute_faig(
     paper's 100 by default); ``stop_reason`` says which, and a warning names the gap and its floor when not converged.
     ``rule="official", steps=100`` reproduces the official code's discretisation.
     ``reduce_fn`` (DDP) receives one float64 tensor of local sums and must return its sum over processes;
-    pass each process its shard of the eval set.
+    pass each process its shard of the eval set. ``extra_units``: parameter-name patterns scored as whole-tensor
+    units after the weights (``FilterIndex.from_model``).
     """
     check_pair(baseline, target)
     available = check_eval_set(eval_set, scale)
@@ -300,7 +302,7 @@ def compute_faig(
         raise FaigError(f"tol must be a positive number (relative completeness gap), got {tol!r}")
     dev = resolve_device(device, target)
     batch = check_positive_int("max_batch", default_max_batch(dev) if max_batch is None else max_batch)
-    index = FilterIndex.from_model(target)
+    index = FilterIndex.from_model(target, extra_units)
     path = ParameterPath(baseline, target, dev)
     integrator = _Integrator(target, path, index, eval_set, degs, dev, batch)
     reduce = reduce_fn if reduce_fn is not None else (lambda t: t)

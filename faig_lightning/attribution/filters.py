@@ -5,66 +5,85 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
 
 from faig_lightning.errors import FaigError
 
+KINDS = ("conv", "attention", "linear", "tensor")
+"""Unit types: convolution kernels; scalars of attention projections (``nn.MultiheadAttention``'s, and
+``nn.Linear`` layers of any module whose class name contains ``Attention``, e.g. SwinIR's ``qkv``/``proj``); scalars
+of other ``nn.Linear`` layers (MLPs, embeddings); whole tensors added with ``extra_units`` (norms, tables, ...)."""
+
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """One indexed weight: its state-dict name, shape, first global filter index and whether it is stored
+    """One indexed weight: its state-dict name, shape, first global filter index, whether it is stored
     ``(in, out, ...)`` (transposed convolutions) rather than ``(out, in, ...)`` (convolutions, Linear, attention
-    projections). A filter (unit) is ``W[o, i]`` — a kernel for convolutions, a scalar for matrices."""
+    projections), and its unit type (``KINDS``). A filter (unit) is ``W[o, i]`` — a kernel for convolutions, a
+    scalar for matrices; a ``tensor`` layer is one unit holding the whole parameter (its grid is ``1 x 1``)."""
 
     name: str
     shape: tuple[int, ...]
     offset: int
     transposed: bool = False
+    kind: str = "conv"
 
     @property
     def out_channels(self) -> int:
         """Number of output channels (rows of the layer's filter grid; per group for transposed convs)."""
+        if self.kind == "tensor":
+            return 1
         return self.shape[1] if self.transposed else self.shape[0]
 
     @property
     def in_channels(self) -> int:
         """Number of input channels per group (columns of the layer's filter grid)."""
+        if self.kind == "tensor":
+            return 1
         return self.shape[0] if self.transposed else self.shape[1]
 
     @property
     def count(self) -> int:
         """Number of filters ``out_channels * in_channels`` in this layer."""
-        return self.shape[0] * self.shape[1]
+        return self.out_channels * self.in_channels
 
     def grid(self, tensor: torch.Tensor) -> torch.Tensor:
         """A view of a tensor shaped like this weight with filter ``[o, i]`` at ``[o, i]`` (writes go through)."""
+        if self.kind == "tensor":
+            return tensor.view(1, 1, -1)
         return tensor.transpose(0, 1) if self.transposed else tensor
 
     def weight_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """A bool ``(out, in)`` filter mask as a mask broadcastable to this weight."""
+        if self.kind == "tensor":
+            return mask.reshape((1,) * len(self.shape))
         mask = mask.t() if self.transposed else mask
         return mask.reshape(*mask.shape, *([1] * (len(self.shape) - 2)))
 
 
-def attributable(model: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
-    """``(state-dict name, weight, transposed)`` of every weight FAIG attributes, in module order: the weights of
-    convolutions (1-, 2-, 3-D, grouped, depthwise, transposed) and ``nn.Linear``, and the input projections of
-    ``nn.MultiheadAttention`` (its output projection is an ``nn.Linear``). Biases, norms and other tensors are
-    not attributed."""
+def attributable(model: nn.Module) -> list[tuple[str, torch.Tensor, bool, str]]:
+    """``(state-dict name, weight, transposed, kind)`` of every weight FAIG attributes, in module order: the
+    weights of convolutions (1-, 2-, 3-D, grouped, depthwise, transposed) and ``nn.Linear``, and the input
+    projections of ``nn.MultiheadAttention`` (its output projection is an ``nn.Linear``). Biases, norms and other
+    tensors are not attributed unless added with ``FilterIndex.from_model(model, extra_units)``."""
+    modules = dict(model.named_modules())
     out = []
-    for module_name, module in model.named_modules():
+    for module_name, module in modules.items():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, nn.modules.conv._ConvNd):
-            out.append((f"{prefix}weight", module.weight, bool(module.transposed)))
+            out.append((f"{prefix}weight", module.weight, bool(module.transposed), "conv"))
         elif isinstance(module, nn.Linear):
-            out.append((f"{prefix}weight", module.weight, False))
+            parent = modules[module_name.rpartition(".")[0]] if module_name else module
+            kind = "attention" if "Attention" in type(parent).__name__ else "linear"
+            out.append((f"{prefix}weight", module.weight, False, kind))
         elif isinstance(module, nn.MultiheadAttention):
             for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 weight = getattr(module, attr, None)
                 if weight is not None:
-                    out.append((f"{prefix}{attr}", weight, False))
+                    out.append((f"{prefix}{attr}", weight, False, "attention"))
     return out
 
 
@@ -92,21 +111,36 @@ class FilterIndex:
         self._total = self.layers[-1].offset + self.layers[-1].count
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> FilterIndex:
-        """Index every attributable weight of ``model`` in module order."""
+    def from_model(cls, model: nn.Module, extra_units: Sequence[str] = ()) -> FilterIndex:
+        """Index every attributable weight of ``model`` in module order, then each other parameter whose name
+        matches one of the shell-style patterns ``extra_units`` (e.g. ``*relative_position_bias_table``,
+        ``*norm*``, ``*`` for all) as one unit of its own, in ``named_parameters`` order, so the weights keep
+        their numbers."""
         layers: list[ConvLayer] = []
         offset = 0
-        for name, weight, transposed in attributable(model):
-            layer = ConvLayer(name=name, shape=tuple(weight.shape), offset=offset, transposed=transposed)
+        for name, weight, transposed, kind in attributable(model):
+            layer = ConvLayer(name=name, shape=tuple(weight.shape), offset=offset, transposed=transposed, kind=kind)
             layers.append(layer)
             offset += layer.count
         indexed = {layer.name for layer in layers}
-        return cls(layers, [name for name, _ in model.named_parameters() if name not in indexed])
+        others = [(name, p) for name, p in model.named_parameters() if name not in indexed]
+        for pattern in extra_units:
+            if not any(fnmatchcase(name, pattern) for name, _ in others):
+                shown = ", ".join(name for name, _ in others[:6]) + (", ..." if len(others) > 6 else "")
+                raise FaigError(f"attribution.extra_units pattern {pattern!r} matches no parameter outside the "
+                                f"weights; those are: {shown or 'none'} (patterns are shell-style, e.g. '*norm*')")
+        for name, p in others:
+            if any(fnmatchcase(name, pattern) for pattern in extra_units):
+                layers.append(ConvLayer(name=name, shape=tuple(p.shape), offset=offset, kind="tensor"))
+                offset += 1
+        indexed = {layer.name for layer in layers}
+        return cls(layers, [name for name, _ in others if name not in indexed])
 
     def describe(self) -> dict[str, object]:
-        """JSON-ready: per indexed layer its weight, shape, layout and filter count; the parameters left out."""
+        """JSON-ready: per indexed layer its weight, shape, layout, unit type and filter count; the parameters
+        left out."""
         return {"layers": [{"name": layer.name, "shape": list(layer.shape), "transposed": layer.transposed,
-                            "filters": layer.count} for layer in self.layers],
+                            "kind": layer.kind, "filters": layer.count} for layer in self.layers],
                 "excluded": list(self.excluded)}
 
     def __len__(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -29,9 +29,10 @@ class FilterMasker:
     On exit the chosen filters get the target's values back. The copy is made once, in eval mode on ``device``.
     """
 
-    def __init__(self, baseline: nn.Module, target: nn.Module, device: str | torch.device | None = None) -> None:
+    def __init__(self, baseline: nn.Module, target: nn.Module, device: str | torch.device | None = None,
+                 extra_units: Sequence[str] = ()) -> None:
         check_pair(baseline, target)
-        self.index = FilterIndex.from_model(target)
+        self.index = FilterIndex.from_model(target, extra_units)
         self.net = copy.deepcopy(target)
         if device is not None:
             self.net.to(device)

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 
 from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.attribution.engine import AttributionResult, MaskingRow
+from faig_lightning.attribution.locations import unit_types
 from faig_lightning.attribution.modulation import strip_lambdas
 from faig_lightning.attribution.prediction import PredictionResult
 from faig_lightning.attribution.stored import SUMMARY
 
 MASKING_COLUMNS = [f.name for f in fields(MaskingRow)]
-ANALYSIS_FILES = ("filter_locations.csv", "filter_locations.png", "modulation.csv", "modulation.png",
+ANALYSIS_FILES = ("filter_locations.csv", "filter_locations.png", "unit_types.csv", "modulation.csv", "modulation.png",
                   "modulation_strip.png", "degradation_prediction.json", "degradation_prediction.csv",
                   "degradation_prediction.png")
 
@@ -357,7 +358,8 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
       first (the official format);
     - ``attribution/<method>/<degradation>_scores.npy``: float32 scores;
     - ``masking.csv`` and ``curves.png`` (if masked);
-    - ``filter_locations.csv``/``.png``, ``modulation.csv``/``.png``/``modulation_strip.png`` and
+    - ``filter_locations.csv``/``.png`` and ``unit_types.csv`` (per unit type), ``modulation.csv``/``.png``/
+      ``modulation_strip.png`` and
       ``degradation_prediction.json``/``.csv``/``.png`` (the analyses that ran);
     - ``summary.json`` (with ``provenance``: where the nets came from), written last.
     """
@@ -375,6 +377,7 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
         _save(curves_figure(result), out / "curves.png")
     if result.locations:
         atomic_write_text(out / "filter_locations.csv", rows_csv(result.locations))
+        atomic_write_text(out / "unit_types.csv", rows_csv(unit_types(result.locations)))
         _save(locations_figure(result), out / "filter_locations.png")
     if result.modulation:
         atomic_write_text(out / "modulation.csv", rows_csv(result.modulation))

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from faig_lightning.attribution.baselines import IG_VARIANTS
 from faig_lightning.attribution.faig import AUTO_BUDGET, AUTO_START_STEPS, DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
+from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.metrics import CHANNELS
 from faig_lightning.attribution.modulation import DEFAULT_LAMBDAS
 from faig_lightning.attribution.prediction import DEFAULT_BLUR_LEVELS, DEFAULT_NOISE_LEVELS
@@ -68,7 +70,9 @@ class AttributionSettings:
       blur+noise predicted from how much masking those filters changes the output, tested at the blur and noise
       sigmas ``prediction_blur`` and ``prediction_noise``); ``analysis_method`` None means ``faig`` when it is
       ranked, else the first method;
-    - ``rankings_from``: a run folder whose rankings are reused (only masking is computed).
+    - ``rankings_from``: a run folder whose rankings are reused (only masking is computed);
+    - ``extra_units``: shell-style patterns of parameters outside the weights (norms, position-bias tables,
+      prompts, biases) to rank too, each whole tensor as one unit numbered after the weights' units (empty: none).
     """
 
     methods: tuple[str, ...] = METHODS
@@ -93,6 +97,7 @@ class AttributionSettings:
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     prediction_blur: tuple[float, ...] = DEFAULT_BLUR_LEVELS
     prediction_noise: tuple[float, ...] = DEFAULT_NOISE_LEVELS
+    extra_units: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -161,6 +166,11 @@ class AttributionSettings:
             set_(self, key, tuple(sorted({float(v) for v in levels})))
         if self.rankings_from is not None:
             set_(self, "rankings_from", str(self.rankings_from))
+        extra = _as_list(self.extra_units)
+        if not all(isinstance(v, str) and v for v in extra):
+            raise FaigError("attribution.extra_units must list parameter-name patterns, e.g. "
+                            f"['*relative_position_bias_table','*norm*'] (or [] for none); got {self.extra_units!r}")
+        set_(self, "extra_units", tuple(dict.fromkeys(extra)))
 
     @classmethod
     def from_mapping(cls, node: Mapping[str, Any] | None) -> AttributionSettings:
@@ -180,6 +190,10 @@ class AttributionSettings:
         """JSON-ready values (lists instead of tuples)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def index(self, model: nn.Module) -> FilterIndex:
+        """The units these settings rank in ``model``: its weights, plus ``extra_units``."""
+        return FilterIndex.from_model(model, self.extra_units)
 
     def check_filters(self, num_filters: int) -> None:
         """Raise when a proportion selects no filter of a net with ``num_filters`` filters (``int(N * p / 100)``)."""

@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
+from faig_lightning.attribution.locations import unit_types
 from faig_lightning.attribution.report import ANALYSIS_FILES, ProgressBars, drop_markdown, headline, row_columns
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import results_complete
@@ -111,7 +112,8 @@ class AttributionCallback(Callback):
         payload: dict[str, Any] = {
             "attribution/masking": wandb.Table(columns=columns, data=[list(vars(r).values()) for r in result.masking])
         }
-        for rows, key in ((result.modulation, "modulation"), (result.locations, "filter_locations")):
+        for rows, key in ((result.modulation, "modulation"), (result.locations, "filter_locations"),
+                          (unit_types(result.locations), "unit_types")):
             if rows:
                 payload[f"attribution/{key}"] = wandb.Table(columns=row_columns(rows),
                                                             data=[list(vars(r).values()) for r in rows])

@@ -203,7 +203,7 @@ def summary_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[
     return columns, rows
 
 
-ANALYSIS_TABLES = ("modulation.csv", "filter_locations.csv", "degradation_prediction.csv")
+ANALYSIS_TABLES = ("modulation.csv", "filter_locations.csv", "unit_types.csv", "degradation_prediction.csv")
 
 
 def analysis_table(runs: Sequence[RunRecord], keys: Sequence[str], name: str) -> tuple[list[str], list[list[str]]]:
