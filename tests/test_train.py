@@ -194,23 +194,26 @@ def test_shorthand_settings_are_lists(monkeypatch):
 @pytest.mark.slow
 def test_retrain_stage_trains_only_the_chosen_filters(tmp_path):
     """stage=retrain from a finished run: the top 5 % FAIG blur filters train, every other parameter of the raw
-    and the EMA weights equals the baseline's; the summary compares baseline, target and retrained nets."""
+    and the EMA weights equals the baseline's; the summary compares baseline, target and retrained nets. The run
+    ranked the biases too (attribution.extra_units), so the retrain numbers units as it did."""
     from faig_lightning.attribution import FilterIndex
 
     run, retrain = tmp_path / "run", tmp_path / "retrain"
     faig_train(tmp_path, "stage=both", "logger=none", "attribution.methods=[faig,random]",
-               "attribution.proportions=[5]", "attribution.analyses=[]", f"hydra.run.dir={run}")
+               "attribution.proportions=[5]", "attribution.analyses=[]", "attribution.extra_units=[*bias]",
+               f"hydra.run.dir={run}")
     proc = faig_train(tmp_path, "stage=retrain", f"retrain.from_run={run}", "retrain.degradations=[blur]",
                       "retrain.proportion=5", "retrain.max_steps=4", "retrain.val_every=2", "retrain.lr=1e-2",
                       "logger=none", f"hydra.run.dir={retrain}")
     assert "gain recovered" in proc.stderr + proc.stdout
     summary = json.loads((retrain / "retrain" / "summary.json").read_text())
     net = MSRResNet(scale=2, num_feat=4, num_block=1)
-    index = FilterIndex.from_model(net)
+    index = FilterIndex.from_model(net, ["*bias"])
     order = np.loadtxt(run / "attribution" / "faig" / "blur_index.txt", dtype=np.int64)
     chosen = sorted(order[: index.top_k(5)].tolist())
     ckpt = torch.load(retrain / "retrain" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["train_filters"] == chosen
+    assert ckpt["hyper_parameters"]["extra_units"] == ["*bias"]
     masks = index.masks(chosen)
     start = torch.load(run / "baseline" / "net_g.pth", weights_only=True)["params_ema"]
     got = torch.load(retrain / "retrain" / "net_g.pth", weights_only=True)
@@ -218,7 +221,7 @@ def test_retrain_stage_trains_only_the_chosen_filters(tmp_path):
         for name, value in got[kind].items():
             keep = torch.ones_like(value, dtype=torch.bool)
             if name in masks:
-                keep = ~masks[name][..., None, None].expand_as(value)
+                keep = ~index.layer(name).weight_mask(masks[name]).expand_as(value)
             assert torch.equal(value[keep], start[name][keep]), (kind, name)
         assert any(not torch.equal(got[kind][n], start[n]) for n in masks)
     rows = summary["retrain"]["inputs"]
