@@ -237,6 +237,7 @@ def test_bad_eval_sets(small):
         ({"ig_steps": 0}, "attribution.ig_steps must be an integer >= 1"),
         ({"seed": -1}, "seed"),
         ({"scale": 0}, "scale"),
+        ({"per_weight": "yes"}, "attribution.per_weight must be true or false"),
         ({"extra_units": ["*bias", ""]}, r"attribution.extra_units must list parameter-name patterns"),
         ({"extra_units": ["*gamma"]}, r"'\*gamma' matches no parameter outside the weights; those are: features"),
     ],
@@ -279,3 +280,14 @@ def test_extra_units_are_ranked_masked_and_located_by_every_method(small):
     assert {row.layer_name for row in result.locations} >= set(names)
     described = result.index.describe()
     assert [d["kind"] for d in described["layers"][-2:]] == ["tensor", "tensor"] and described["excluded"] == []
+
+
+def test_per_weight_keeps_the_rankings_of_a_net_whose_units_share_one_size(small):
+    """Every unit of an SRCNN-style net is a 3x3 kernel: mean and sum scores rank alike (the paper's setting)."""
+    eval_set = make_eval_set(sizes=((12, 12),))
+    plain = run(small, eval_set=eval_set, proportions=(50,), analyses=(), methods=("faig", "ig"))
+    mean = run(small, eval_set=eval_set, proportions=(50,), analyses=(), methods=("faig", "ig"), per_weight=True)
+    for method in ("faig", "ig"):
+        for deg, order in plain.rankings[method].items():
+            np.testing.assert_array_equal(mean.rankings[method][deg], order)
+            np.testing.assert_allclose(mean.scores[method][deg] * 9, plain.scores[method][deg], rtol=1e-6)

@@ -184,3 +184,26 @@ def test_extra_units_are_whole_tensors_numbered_after_the_weights():
         FilterIndex.from_model(net, ["*gamma"])
     with pytest.raises(FaigError, match=r"'head\.weight' matches no parameter outside"):  # weights are units already
         FilterIndex.from_model(net, ["head.weight"])
+
+
+def test_per_weight_scores_are_sums_divided_by_the_unit_size():
+    net = AllLayers()
+    index = FilterIndex.from_model(net, ["prompt"])
+    grads = {n: torch.full_like(p, -2.0) for n, p in net.named_parameters() if n in index.weight_names}
+    summed, mean = index.per_filter(grads), index.per_filter(grads, per_weight=True)
+    assert torch.equal(mean, torch.full_like(mean, 2.0))  # every unit: mean |-2| whatever its size
+    sizes = torch.cat([torch.full((layer.count,), float(np.prod(layer.shape[2:]) if layer.kind != "tensor"
+                                                          else np.prod(layer.shape))) for layer in index.layers])
+    assert torch.equal(summed, 2.0 * sizes)
+    assert sizes[index.flat("head", 0, 0)] == 9 and sizes[index.flat("volume", 0, 0)] == 27
+    assert sizes[index.flat("mlp", 0, 0)] == 1 and sizes[-1] == 4  # a Linear scalar; the whole prompt
+
+    baseline, target = make_pair(net)
+    eval_set = make_eval_set([(6, 6)], degradations=("blur", "noise"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [compute_faig(baseline, target, eval_set, scale=2, steps=2, extra_units=["prompt"], per_weight=pw)
+                for pw in (False, True)]
+    for d in ("blur", "noise"):
+        np.testing.assert_allclose(runs[1].per_degradation[d] * sizes.numpy(), runs[0].per_degradation[d],
+                                   rtol=1e-12)

@@ -70,12 +70,13 @@ def compute_ig(
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
     extra_units: Sequence[str] = (),
+    per_weight: bool = False,
 ) -> dict[str, np.ndarray]:
     """IG scores per degradation: ``sum_n sum_kernel | sum_k w_k d(sum F(theta, x_alpha_k)) / dW |`` (``ig_path``).
 
     Only the TARGET is used; ``x_alpha = clean + alpha (degraded - clean)`` runs in input space from
     ``item["lq"]["clean"]``; gradients are taken w.r.t. the unit weights (``extra_units`` as in
-    ``FilterIndex.from_model``); scores are summed over images.
+    ``FilterIndex.from_model``; ``per_weight`` as in ``FilterIndex.per_filter``); scores are summed over images.
     Not discriminative: each degradation's ranking only sees its own clean-to-degraded paths.
     """
     check_finite(target, "target")
@@ -114,7 +115,7 @@ def compute_ig(
                             progress("ig", done, total)
                     scale_by = float(weights[0]) if uniform else 1.0  # the official scripts divide the sum once
                     grads = {n: g * scale_by for n, g in zip(conv_names, acc, strict=True)}
-                    sums[di] += index.per_filter(grads).to(torch.float64)
+                    sums[di] += index.per_filter(grads, per_weight).to(torch.float64)
     if reduce_fn is not None:
         sums = reduce_fn(sums)
     return {d: sums[i].cpu().numpy() for i, d in enumerate(degs)}  # float64 until written

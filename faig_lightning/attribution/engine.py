@@ -154,14 +154,14 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
                 faig_result = compute_faig(
                     baseline, target, eval_set, scale=scale, degradations=degs, steps=cfg.steps, rule=cfg.rule,
                     tol=cfg.tol, budget=cfg.auto_budget, max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn,
-                    progress=progress, extra_units=cfg.extra_units,
+                    progress=progress, extra_units=cfg.extra_units, per_weight=cfg.per_weight,
                 )  # fmt: skip
                 scores[method] = faig_result.discriminative
             elif method == "ig":
                 scores[method] = compute_ig(
                     target, eval_set, scale=scale, degradations=degs, variant=cfg.ig_variant, steps=cfg.ig_steps,
                     max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
-                    extra_units=cfg.extra_units,
+                    extra_units=cfg.extra_units, per_weight=cfg.per_weight,
                 )  # fmt: skip
             elif method == "abs_filter_change":
                 change = abs_filter_change(baseline, target, cfg.extra_units)

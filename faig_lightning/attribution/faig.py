@@ -132,10 +132,12 @@ class _Integrator:
         degradations: list[str],
         device: torch.device,
         max_batch: int,
+        per_weight: bool = False,
     ) -> None:
         self.net, self.path, self.index = net, path, index
         self.eval_set, self.degradations = eval_set, degradations
         self.device, self.max_batch = device, max_batch
+        self.per_weight = per_weight
         self.names = list(path.base)
         # nn.MultiheadAttention takes a fused kernel without a derivative under vmap: one sample per call there
         self.vmappable = not any(isinstance(m, nn.MultiheadAttention) for m in net.modules())
@@ -209,7 +211,7 @@ class _Integrator:
                     sums["estimate"][d] += sum(p.sum(dtype=torch.float64) for p in products.values())
                     sums["magnitude"][d] += sum(p.abs().sum(dtype=torch.float64) for p in products.values())
                     sums["magnitude"][d] += endpoint_loss[d, 1.0].abs() + endpoint_loss[d, 0.0].abs()
-                    sums["scores"][d] += self.index.per_filter(products)
+                    sums["scores"][d] += self.index.per_filter(products, self.per_weight)
                     sums["counts"][d] += 1
         return sums
 
@@ -280,6 +282,7 @@ def compute_faig(
     reduce_fn: ReduceFn | None = None,
     progress: Progress | None = None,
     extra_units: Sequence[str] = (),
+    per_weight: bool = False,
 ) -> FaigResult:
     """FAIG scores of every filter for each degradation in ``degradations`` (default: all but ``"clean"``).
 
@@ -290,7 +293,8 @@ def compute_faig(
     ``rule="official", steps=100`` reproduces the official code's discretisation.
     ``reduce_fn`` (DDP) receives one float64 tensor of local sums and must return its sum over processes;
     pass each process its shard of the eval set. ``extra_units``: parameter-name patterns scored as whole-tensor
-    units after the weights (``FilterIndex.from_model``).
+    units after the weights (``FilterIndex.from_model``); ``per_weight``: score a unit by the mean over its weights
+    instead of the sum (``FilterIndex.per_filter``), for nets whose units differ in size.
     """
     check_pair(baseline, target)
     available = check_eval_set(eval_set, scale)
@@ -304,7 +308,7 @@ def compute_faig(
     batch = check_positive_int("max_batch", default_max_batch(dev) if max_batch is None else max_batch)
     index = FilterIndex.from_model(target, extra_units)
     path = ParameterPath(baseline, target, dev)
-    integrator = _Integrator(target, path, index, eval_set, degs, dev, batch)
+    integrator = _Integrator(target, path, index, eval_set, degs, dev, batch, per_weight)
     reduce = reduce_fn if reduce_fn is not None else (lambda t: t)
     if max_batch is None and dev.type == "cuda":
         with eval_mode(target):

@@ -200,8 +200,9 @@ class FilterIndex:
             out[conv.name] = mask.view(conv.out_channels, conv.in_channels)
         return out
 
-    def per_filter(self, tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Reduce per-weight tensors shaped like the weights to ``(N,)``: sum of ``|.|`` over each filter."""
+    def per_filter(self, tensors: Mapping[str, torch.Tensor], per_weight: bool = False) -> torch.Tensor:
+        """Reduce per-weight tensors shaped like the weights to ``(N,)``: sum of ``|.|`` over each filter, or with
+        ``per_weight`` its mean (a 3x3 kernel, a Linear scalar and a whole tensor then compare weight for weight)."""
         parts = []
         for conv in self.layers:
             if conv.name not in tensors:
@@ -210,9 +211,10 @@ class FilterIndex:
             if tuple(tensor.shape) != conv.shape:
                 raise FaigError(f"{conv.name}: expected shape {conv.shape}, got {tuple(tensor.shape)}")
             units = conv.grid(tensor.abs())
+            size = units[0, 0].numel()
             if units.dim() > 2:
                 units = units.sum(dim=tuple(range(2, units.dim())))
-            parts.append(units.reshape(-1))
+            parts.append(units.reshape(-1) / size if per_weight and size > 1 else units.reshape(-1))
         return torch.cat(parts)
 
     def top_k(self, proportion_percent: float) -> int:

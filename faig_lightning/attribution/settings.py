@@ -72,7 +72,11 @@ class AttributionSettings:
       ranked, else the first method;
     - ``rankings_from``: a run folder whose rankings are reused (only masking is computed);
     - ``extra_units``: shell-style patterns of parameters outside the weights (norms, position-bias tables,
-      prompts, biases) to rank too, each whole tensor as one unit numbered after the weights' units (empty: none).
+      prompts, biases) to rank too, each whole tensor as one unit numbered after the weights' units (empty: none);
+      ``per_weight``: FAIG and IG score a unit by the mean over its weights instead of the sum, so units of
+      different sizes (3x3 kernels, 1x1 kernels and Linear scalars, whole tensors) compare weight for weight; for
+      nets whose units all have one size (the paper's) the rankings are the same. |theta - theta_bar| is a ratio
+      of sums and does not change.
     """
 
     methods: tuple[str, ...] = METHODS
@@ -98,6 +102,7 @@ class AttributionSettings:
     prediction_blur: tuple[float, ...] = DEFAULT_BLUR_LEVELS
     prediction_noise: tuple[float, ...] = DEFAULT_NOISE_LEVELS
     extra_units: tuple[str, ...] = ()
+    per_weight: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -123,6 +128,8 @@ class AttributionSettings:
             raise FaigError(f"attribution.tol must be a number > 0, got {self.tol!r}; e.g. attribution.tol=0.01")
         set_(self, "tol", float(self.tol))
         _check_int("auto_budget", self.auto_budget, AUTO_START_STEPS, "attribution.auto_budget=100")
+        if not isinstance(self.per_weight, bool):
+            raise FaigError(f"attribution.per_weight must be true or false, got {self.per_weight!r}")
         if not isinstance(self.tf32, bool):
             raise FaigError(f"attribution.tf32 must be true or false, got {self.tf32!r}")
         set_(self, "proportions", check_proportions(_as_list(self.proportions)))
