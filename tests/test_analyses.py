@@ -161,10 +161,11 @@ def test_location_rows_carry_each_layer_unit_type():
     from faig_lightning.attribution import FilterIndex
     from faig_lightning.attribution.locations import unit_types
 
-    index = FilterIndex.from_model(AllLayers(), ["prompt"])
-    order = np.arange(len(index))[::-1].copy()  # the extra unit (last) first, then the tail conv's units, ...
+    index = FilterIndex.from_model(AllLayers(), ["prompt", "norm.weight"])
+    order = np.arange(len(index))[::-1].copy()  # the extra units (last) first, then the tail conv's units, ...
     rows = filter_locations(index, {"faig": {"blur": order}}, [50])
     assert [r.kind for r in rows] == [layer.kind for layer in index.layers]
+    assert [r.layer_name for r in rows][-3:] == ["tail", "prompt", "norm.weight"]  # tensors keep their full name
     types = {r.kind: r for r in unit_types(rows)}
-    assert sum(r.units for r in types.values()) == len(index) and types["tensor"].selected == 1
+    assert sum(r.units for r in types.values()) == len(index) and types["tensor"].selected == 2
     assert sum(r.selected for r in types.values()) == index.top_k(50)

@@ -74,6 +74,8 @@ def filter_locations(
                 top = torch.as_tensor(np.asarray(order[: index.top_k(p)], dtype=np.int64))
                 counts = torch.bincount(index.layer_ids(top), minlength=len(index.layers)).tolist()
                 for pos, layer in enumerate(index.layers):
-                    rows.append(LocationRow(method, deg, float(p), pos, layer.name.removesuffix(".weight"),
+                    # a layer by its module's name; a whole-tensor unit by the parameter's (norm.weight vs norm.bias)
+                    name = layer.name if layer.kind == "tensor" else layer.name.removesuffix(".weight")
+                    rows.append(LocationRow(method, deg, float(p), pos, name,
                                             layer.count, counts[pos], counts[pos] / layer.count, layer.kind))
     return rows
