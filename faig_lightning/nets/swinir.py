@@ -9,10 +9,10 @@ reconstruction: ``upsample.0`` + PixelShuffle (``pixelshuffledirect``, lightweig
 self-attention ``attn`` (``qkv`` and ``proj`` Linear layers, ``relative_position_bias_table``), ``norm2`` and the MLP
 ``mlp.fc1``/``mlp.fc2``; every second block shifts its windows by half a window.
 
-Differences that leave the weights and outputs of trained nets unchanged: no dropout or stochastic depth (they
-have no parameters and are off at inference), no absolute position embedding (unused by the released SR nets),
-and inputs whose sides are not multiples of the window are reflect-padded inside ``forward`` and the output
-cropped back.
+Left out, with no effect on the released SR checkpoints or their outputs: dropout and stochastic depth (no
+parameters; off at inference) and the absolute position embedding (unused by those nets). Added: inputs whose
+sides are not multiples of the window are reflect-padded inside ``forward`` and the output cropped back (the
+official class needs multiples; its test script pads outside the net).
 """
 
 from __future__ import annotations
