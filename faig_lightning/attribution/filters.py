@@ -129,12 +129,14 @@ class FilterIndex:
                 shown = ", ".join(name for name, _ in others[:6]) + (", ..." if len(others) > 6 else "")
                 raise FaigError(f"attribution.extra_units pattern {pattern!r} matches no parameter outside the "
                                 f"weights; those are: {shown or 'none'} (patterns are shell-style, e.g. '*norm*')")
+        excluded = []
         for name, p in others:
             if any(fnmatchcase(name, pattern) for pattern in extra_units):
                 layers.append(ConvLayer(name=name, shape=tuple(p.shape), offset=offset, kind="tensor"))
                 offset += 1
-        indexed = {layer.name for layer in layers}
-        return cls(layers, [name for name, _ in others if name not in indexed])
+            else:
+                excluded.append(name)
+        return cls(layers, excluded)
 
     def describe(self) -> dict[str, object]:
         """JSON-ready: per indexed layer its weight, shape, layout, unit type and filter count; the parameters
@@ -214,7 +216,7 @@ class FilterIndex:
             size = units[0, 0].numel()
             if units.dim() > 2:
                 units = units.sum(dim=tuple(range(2, units.dim())))
-            parts.append(units.reshape(-1) / size if per_weight and size > 1 else units.reshape(-1))
+            parts.append(units.reshape(-1) / size if per_weight else units.reshape(-1))
         return torch.cat(parts)
 
     def top_k(self, proportion_percent: float) -> int:
