@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,14 @@ def frozen_parameters(net: torch.nn.Module, freeze: Sequence[str]) -> list[str]:
             raise FaigError(f"freeze: {prefix!r} names no parameter or module of the net; top-level modules: {modules}")
         frozen += matched
     return list(dict.fromkeys(frozen))
+
+
+def val_panel(lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> np.ndarray:
+    """input (nearest-upsampled) | output | GT of one (3, H, W) image as a uint8 (H, 3W, 3) array: each value
+    clamped to [0, 1] and rounded to 8 bits, round(x * 255)."""
+    up = F.interpolate(lq[None].float(), size=gt.shape[-2:], mode="nearest")[0]
+    panel = torch.cat([up, out.float(), gt.float()], dim=-1).clamp(0, 1)
+    return torch.round(panel * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 class SRModule(pl.LightningModule):
@@ -166,12 +175,10 @@ class SRModule(pl.LightningModule):
                  prog_bar=True)
 
     def _log_panel(self, name: str, lq: torch.Tensor, out: torch.Tensor, gt: torch.Tensor) -> None:
-        """input (nearest-upsampled) | output | GT, logged to W&B when it is the logger."""
+        """``val_panel``, logged to W&B when it is the logger."""
         if not isinstance(self.logger, WandbLogger) or self.global_rank != 0:
             return
-        up = F.interpolate(lq[None], size=gt.shape[-2:], mode="nearest")[0]
-        panel = torch.cat([up, out.clamp(0, 1), gt], dim=-1)
-        self.logger.log_image(key=f"val/panel/{name}", images=[panel.float().cpu()],
+        self.logger.log_image(key=f"val/panel/{name}", images=[val_panel(lq, out, gt)],
                               caption=[f"{name}: input | output | GT"], step=self.global_step)
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -13,7 +13,13 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
-from faig_lightning.attribution import AttributionResult, figure2_panel, run_attribution, write_results
+from faig_lightning.attribution import (
+    AttributionResult,
+    Figure2Panel,
+    figure2_panel,
+    run_attribution,
+    write_results,
+)
 from faig_lightning.attribution.locations import unit_types
 from faig_lightning.attribution.report import ANALYSIS_FILES, ProgressBars, drop_markdown, headline, row_columns
 from faig_lightning.attribution.settings import AttributionSettings
@@ -84,60 +90,65 @@ class AttributionCallback(Callback):
             log.info("FAIG results in %s; PSNR drop (dB) when the top filters are masked:\n%s", self.out_dir,
                      drop_markdown(result.masking))
             if isinstance(trainer.logger, WandbLogger):
-                self._log_wandb(trainer.logger, result, baseline, target, eval_set[0], pl_module.scale)
+                log_attribution(trainer.logger.experiment, result, self.out_dir, baseline, target, eval_set[0],
+                                pl_module.scale, self.settings.panel_proportion)
         trainer.strategy.barrier()
         target.train(was_training)
         return result
 
-    def _log_wandb(self, logger: WandbLogger, result: AttributionResult, baseline: torch.nn.Module,
-                   target: torch.nn.Module, item: Mapping[str, Any], scale: int) -> None:
-        """The masking table as scalars over ``attribution/masked_percent`` (W&B overlays them across runs),
-        headline numbers in the run summary, the table, curves image, Figure-2 panels and the result files as an
-        artifact."""
-        import wandb
 
-        run = logger.experiment
-        run.define_metric("attribution/masked_percent")
-        for method in result.rankings:
-            run.define_metric(f"attribution/{method}/*", step_metric="attribution/masked_percent")
-        for prop in sorted({r.proportion for r in result.masking}):
-            row: dict[str, Any] = {"attribution/masked_percent": prop}
-            for r in (r for r in result.masking if r.proportion == prop):
-                key = f"attribution/{r.method}/mask_{r.masked_degradation}/{r.input_degradation}"
-                row[f"{key}/psnr_drop"] = r.psnr_drop
-                row[f"{key}/psnr"] = r.psnr
-            run.log(row)
-        run.summary.update(headline(result))
-        columns = list(vars(result.masking[0])) if result.masking else []
-        payload: dict[str, Any] = {
-            "attribution/masking": wandb.Table(columns=columns, data=[list(vars(r).values()) for r in result.masking])
-        }
-        for rows, key in ((result.modulation, "modulation"), (result.locations, "filter_locations"),
-                          (unit_types(result.locations), "unit_types")):
-            if rows:
-                payload[f"attribution/{key}"] = wandb.Table(columns=row_columns(rows),
-                                                            data=[list(vars(r).values()) for r in rows])
-        if result.prediction is not None:
-            classes = list(result.prediction.classes)
-            payload["attribution/prediction/confusion"] = wandb.Table(
-                columns=["true", *classes], data=[[t, *(result.prediction.confusion[t][c] for c in classes)]
-                                                  for t in classes])
-        plots = ("modulation", "filter_locations", "degradation_prediction")
-        for name in ("curves", "modulation", "modulation_strip", "filter_locations", "degradation_prediction"):
-            if (self.out_dir / f"{name}.png").is_file():
-                payload[f"attribution/{name}" + ("_plot" if name in plots else "")] = \
-                    wandb.Image(str(self.out_dir / f"{name}.png"))
-        if "faig" in result.rankings:
-            panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=scale,
-                                  proportion=self.settings.panel_proportion)
-            for inp, images in panel.rows.items():
-                grid = torch.cat(list(images), dim=2)
-                payload[f"attribution/figure2/{inp}"] = wandb.Image(grid, caption=" | ".join(panel.columns))
-        run.log(payload)
-        artifact = wandb.Artifact(f"attribution-{run.id}", type="attribution",
-                                  description="FAIG rankings, scores, masking table and summary of this run")
-        for name in ("masking.csv", "summary.json", "curves.png", *ANALYSIS_FILES):
-            if (self.out_dir / name).is_file():
-                artifact.add_file(str(self.out_dir / name))
-        artifact.add_dir(str(self.out_dir / "attribution"), name="attribution")
-        run.log_artifact(artifact)
+def log_attribution(run: Any, result: AttributionResult, out_dir: str | Path, baseline: torch.nn.Module,
+                    target: torch.nn.Module, item: Mapping[str, Any], scale: int, panel_proportion: float) -> None:
+    """Log an attribution result to the W&B run ``run`` (a ``wandb.Run``).
+
+    The masking table as scalars over ``attribution/masked_percent`` (W&B overlays them across runs), the
+    ``headline`` numbers in the run summary, the tables, the plots written in ``out_dir``, the Figure-2 panel of
+    ``item`` (one 8-bit image per input degradation, FAIG's top ``panel_proportion`` % filters masked) and the
+    result files as an artifact of type ``attribution``.
+    """
+    import wandb
+
+    out = Path(out_dir)
+    run.define_metric("attribution/masked_percent", summary="none")
+    for method in result.rankings:
+        run.define_metric(f"attribution/{method}/*", step_metric="attribution/masked_percent", summary="none")
+    for prop in sorted({r.proportion for r in result.masking}):
+        row: dict[str, Any] = {"attribution/masked_percent": prop}
+        for r in (r for r in result.masking if r.proportion == prop):
+            key = f"attribution/{r.method}/mask_{r.masked_degradation}/{r.input_degradation}"
+            row[f"{key}/psnr_drop"] = r.psnr_drop
+            row[f"{key}/psnr"] = r.psnr
+        run.log(row)
+    columns = list(vars(result.masking[0])) if result.masking else []
+    payload: dict[str, Any] = {
+        "attribution/masking": wandb.Table(columns=columns, data=[list(vars(r).values()) for r in result.masking])
+    }
+    for rows, key in ((result.modulation, "modulation"), (result.locations, "filter_locations"),
+                      (unit_types(result.locations), "unit_types")):
+        if rows:
+            payload[f"attribution/{key}"] = wandb.Table(columns=row_columns(rows),
+                                                        data=[list(vars(r).values()) for r in rows])
+    if result.prediction is not None:
+        classes = list(result.prediction.classes)
+        payload["attribution/prediction/confusion"] = wandb.Table(
+            columns=["true", *classes], data=[[t, *(result.prediction.confusion[t][c] for c in classes)]
+                                              for t in classes])
+    plots = ("modulation", "filter_locations", "degradation_prediction")
+    for name in ("curves", "modulation", "modulation_strip", "filter_locations", "degradation_prediction"):
+        if (out / f"{name}.png").is_file():
+            payload[f"attribution/{name}" + ("_plot" if name in plots else "")] = wandb.Image(str(out / f"{name}.png"))
+    if "faig" in result.rankings:
+        panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=scale,
+                              proportion=panel_proportion)
+        for inp, images in panel.rows.items():
+            row_panel = Figure2Panel(columns=panel.columns, rows={inp: images})
+            payload[f"attribution/figure2/{inp}"] = wandb.Image(row_panel.grid(), caption=" | ".join(panel.columns))
+    run.log(payload)
+    run.summary.update(headline(result))
+    artifact = wandb.Artifact(f"attribution-{run.id}", type="attribution",
+                              description="FAIG rankings, scores, masking table and summary of this run")
+    for name in ("masking.csv", "summary.json", "curves.png", *ANALYSIS_FILES):
+        if (out / name).is_file():
+            artifact.add_file(str(out / name))
+    artifact.add_dir(str(out / "attribution"), name="attribution")
+    run.log_artifact(artifact)
