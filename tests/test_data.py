@@ -228,6 +228,97 @@ def test_epoch_sampler_shuffles_each_epoch_and_numbers_items_by_epoch() -> None:
     assert orders[0] != list(range(10))
 
 
+
+def colour_images(n: int, size: int = 12) -> list[np.ndarray]:
+    """``n`` flat images, image ``k`` filled with value ``k`` (a crop names its image)."""
+    return [np.full((size, size, 3), k, dtype=np.uint8) for k in range(n)]
+
+
+def drawn_images(ds: HRCropDataset, epochs: range) -> list[int]:
+    """The image of every crop a seeded sampler draws in ``epochs``, read off the crops' pixels."""
+    sampler = EpochSampler(len(ds), seed=5)
+    drawn = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        drawn += [int(as_uint8(ds[i])[0, 0, 0]) for i in sampler]
+    return drawn
+
+
+@pytest.mark.parametrize("num_images, length", [(36, 20), (7, 3), (5, 5)])
+def test_every_training_image_is_drawn_in_one_pass(num_images: int, length: int) -> None:
+    """An epoch holding fewer crops than there are images goes on where the last one stopped: the first
+    ceil(N / length) epochs draw every image, the first N draws each image exactly once, in a seeded order."""
+    ds = HRCropDataset(colour_images(num_images), gt_size=4, length=length, seed=2)
+    passes = -(-num_images // length)
+    stream = [ds.image_of(i) for i in range(passes * length)]
+    assert sorted(stream[:num_images]) == list(range(num_images))  # one pass: each image once
+    assert sorted(set(drawn_images(ds, range(passes)))) == list(range(num_images))
+    if length < num_images:
+        assert stream[:num_images] != list(range(num_images))  # a shuffled pass, not neighbouring files
+        again = HRCropDataset(colour_images(num_images), gt_size=4, length=length, seed=2)
+        assert [again.image_of(i) for i in reversed(range(len(stream)))] == stream[::-1]  # any order of calls
+
+
+def test_an_epoch_holding_every_image_draws_each_equally() -> None:
+    """length >= N: every epoch draws every image length // N times or once more (item i: image i % N)."""
+    ds = HRCropDataset(colour_images(6), gt_size=4, length=16)
+    for epoch in range(3):
+        counts = np.bincount(drawn_images(ds, range(epoch, epoch + 1)), minlength=6)
+        assert counts.sum() == 16 and counts.min() == 2 and counts.max() == 3
+    assert [ds.image_of(16 + i) for i in range(8)] == [i % 6 for i in range(8)]
+
+
+def test_sampler_resumes_mid_epoch_where_it_stopped() -> None:
+    """A sampler told that ``start`` items of epoch ``e`` were drawn yields the rest of that epoch's order first
+    (then the drawn ones, which keep the pass's length but are never reached)."""
+    full = EpochSampler(12, seed=3)
+    full.set_epoch(2)
+    order = list(full)
+    resumed = EpochSampler(12, seed=3, position_of=lambda: (2, 5))
+    assert list(resumed) == order[5:] + order[:5] and len(resumed) == 12
+
+
+@pytest.mark.slow
+def test_training_resumed_mid_epoch_continues_the_same_stream(tmp_path: Path, single_thread) -> None:
+    """Stopped after a step in the middle of an epoch, a run resumed from that checkpoint ends with the weights of
+    the run that was never stopped (every crop, image and degradation draw the same)."""
+    import pytorch_lightning as pl
+
+    from faig_lightning.module import SRModule
+
+    for k in range(5):
+        save(tmp_path / f"train/{k}.png", rand_img(20, 20, seed=k))
+    common = {"train_source": "folder", "train_dir": str(tmp_path / "train"), "gt_size": 8, "batch_size": 2,
+              "num_workers": 0, "iters_per_epoch": 2, "eval": tiny_eval(tmp_path)}  # 4 crops an epoch, 5 images
+    net = {"_target_": "faig_lightning.nets.MSRResNet", "num_feat": 4, "num_block": 1, "scale": 2}
+    degradation = {"scale": 2, "blur": {"prob": 0.5, "kernel_size": 5, "sigma": 1.0}, "noise": {"prob": 0.5,
+                                                                                              "sigma": 0.1}}
+
+    class StopAt(pl.Callback):
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+            if trainer.global_step == self.step:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                trainer.should_stop = True
+
+    def fit(max_steps: int, callbacks: list, ckpt: Path | None = None) -> dict[str, torch.Tensor]:
+        pl.seed_everything(0, verbose=False)
+        module = SRModule(net=net, degradation=degradation, seed=1)
+        trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=False, callbacks=callbacks,
+                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             limit_val_batches=0, deterministic=True)
+        trainer.fit(module, datamodule=SRDataModule(**common), ckpt_path=ckpt)
+        assert trainer.global_step == max_steps
+        return {k: v.clone() for k, v in module.net.state_dict().items()}
+
+    uninterrupted = fit(7, [])
+    fit(3, [StopAt(3)])  # stops after the first step of the second epoch
+    resumed = fit(7, [], tmp_path / "mid.ckpt")
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+
+
 def test_crops_from_files_read_per_item(tmp_path: Path) -> None:
     src = coded_image(9, 11)
     path = save(tmp_path / "coded.png", src)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -130,22 +131,27 @@ class SRDataModule(pl.LightningDataModule):
         """HR crops in a seeded order per epoch, ``drop_last``; persistent workers when ``num_workers > 0``."""
         if self.train_set is None:
             self.setup("fit")
+        # Lightning warns that a loader without state cannot resume mid-epoch; this sampler does (EpochSampler)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(self.train_set), self.seed, epoch_of=self._epoch),
+            sampler=EpochSampler(len(self.train_set), self.seed, position_of=self._position),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
-    def _epoch(self) -> int:
-        """The training epoch about to start, from the optimiser steps done (0 outside a trainer)."""
+    def _position(self) -> tuple[int, int]:
+        """The training epoch about to start or resume and the crops of it already drawn, from the optimiser steps
+        done ((0, 0) outside a trainer)."""
         trainer = self.trainer
         if trainer is None or not trainer.num_training_batches or trainer.num_training_batches == float("inf"):
-            return 0
-        return trainer.global_step * trainer.accumulate_grad_batches // int(trainer.num_training_batches)
+            return 0, 0
+        batches = trainer.global_step * trainer.accumulate_grad_batches
+        epoch, done = divmod(batches, int(trainer.num_training_batches))
+        return epoch, done * self.batch_size * trainer.world_size
 
     def val_dataloader(self) -> DataLoader:
         """The paired evaluation set, one image per batch (images differ in size)."""

@@ -38,9 +38,12 @@ class HRCropDataset(Dataset):
 
     ``images`` holds in-memory HWC RGB arrays (uint8/uint16/float in [0, 1]) and/or image file paths; paths are
     read on every item (the norm for 480x480 DIV2K sub-images; cut big images with ``subimages`` first).
-    Item ``i`` crops image ``i % len(images)`` (so a shuffled epoch visits every image equally, like BasicSR's
-    enlarge ratio) at a uniform position, then applies BasicSR's ``augment``: hflip if ``use_flip``, vflip and
-    transpose if ``use_rot`` (each with p=0.5; together the 8 flips/rotations).
+    Item ``index`` crops image ``image_of(index)`` at a uniform position, then applies BasicSR's ``augment``:
+    hflip if ``use_flip``, vflip and transpose if ``use_rot`` (each with p=0.5; together the 8 flips/rotations).
+    Every image is used: the items of an epoch go through the images in turn, an epoch continuing where the last
+    one stopped, so a pass over ``N`` images takes ``ceil(N / length)`` epochs when an epoch holds fewer crops than
+    there are images (each pass in its own seeded order, so an epoch sees a random subset, not a block of
+    neighbouring files) and an epoch holds every image ``length // N`` or one more times otherwise.
     Crops start at multiples of ``scale``. With ``margin`` > 0 each item carries ``margin`` pixels of context each
     side (``gt_size + 2 margin`` square; mirrored where it leaves the image), for ``DegradationPipeline(margin=)``.
     ``length`` is the epoch size in crops (iterations per epoch x batch size). An item is a pure function of
@@ -83,6 +86,7 @@ class HRCropDataset(Dataset):
         self.use_rot = use_rot
         self.scale, self.margin = scale, margin
         self.seed = derive_seed(seed, "crops")
+        self._orders: dict[int, list[int]] = {}
         for img, name in zip(self.images, self.names, strict=True):
             if isinstance(img, np.ndarray):
                 if img.ndim != 3 or img.shape[2] != 3:
@@ -103,8 +107,27 @@ class HRCropDataset(Dataset):
         return top, left, (self.use_flip and bool(flips[0]), self.use_rot and bool(flips[1]),
                            self.use_rot and bool(flips[2]))
 
+    def image_of(self, index: int) -> int:
+        """The image item ``index`` crops: position ``e * min(length, N) + i`` (epoch ``e``, item ``i`` of it) of
+        a stream that holds every one of the ``N`` images once per pass."""
+        n = len(self.images)
+        epoch, item = divmod(index, self.length)
+        position = epoch * min(self.length, n) + item
+        if self.length >= n:  # an epoch holds every image; the sampler shuffles their order
+            return position % n
+        return self._pass_order(position // n)[position % n]
+
+    def _pass_order(self, index: int) -> list[int]:
+        """The seeded order of the images in pass ``index`` (the two last ones are kept: an epoch that holds fewer
+        crops than there are images spans at most two passes)."""
+        if index not in self._orders:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "pass", index))
+            self._orders = {k: v for k, v in self._orders.items() if k == index - 1}
+            self._orders[index] = torch.randperm(len(self.images), generator=gen).tolist()
+        return self._orders[index]
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        k = index % self.length % len(self.images)
+        k = self.image_of(index)
         src = self.images[k]
         img = src if isinstance(src, np.ndarray) else read_image_raw(src)
         h, w = img.shape[:2]
@@ -139,27 +162,34 @@ class EpochSampler(Sampler[int]):
     """A seeded shuffle of ``range(length)`` per epoch, yielding ``epoch * length + i`` (see ``HRCropDataset``).
 
     The order of epoch ``e`` depends only on ``seed`` and ``e``. The epoch is what ``set_epoch`` last set or, when
-    ``epoch_of`` is given, what it returns when a pass starts: ``SRDataModule`` derives it from the trainer's
-    step count, because Lightning's own epoch number differs after a resume from a checkpoint saved at an epoch's
-    end. Under DDP, Lightning's distributed wrapper gives each process its share of each pass.
+    ``position_of`` is given, what it returns when a pass starts, together with how many items ``start`` of that
+    epoch were already drawn: the pass then yields the rest of the epoch's order first and its first ``start``
+    items last (a pass keeps its length, which Lightning's distributed wrapper needs; the trainer ends a resumed
+    epoch after its remaining batches and never reaches them). ``SRDataModule`` derives both from the trainer's
+    step count, so a run resumed from a checkpoint saved anywhere, mid-epoch included, draws exactly what the
+    uninterrupted run drew next (Lightning's own epoch number differs after such a resume). Under DDP,
+    Lightning's distributed wrapper gives each process its share of each pass.
     """
 
-    def __init__(self, length: int, seed: int = 0, epoch_of: Callable[[], int] | None = None) -> None:
+    def __init__(self, length: int, seed: int = 0, position_of: Callable[[], tuple[int, int]] | None = None) -> None:
         self.length = length
         self.seed = derive_seed(seed, "order")
         self.epoch = 0
-        self.epoch_of = epoch_of
+        self.start = 0
+        self.position_of = position_of
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order ``__iter__`` yields (unless ``epoch_of`` decides)."""
+        """Select the epoch whose order ``__iter__`` yields (unless ``position_of`` decides)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self) -> Iterator[int]:
-        if self.epoch_of is not None:
-            self.epoch = int(self.epoch_of())
+        if self.position_of is not None:
+            epoch, start = self.position_of()
+            self.epoch, self.start = int(epoch), min(max(int(start), 0), self.length)
         gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         offset = self.epoch * self.length
-        return iter((torch.randperm(self.length, generator=gen) + offset).tolist())
+        order = torch.randperm(self.length, generator=gen) + offset
+        return iter(torch.cat([order[self.start :], order[: self.start]]).tolist())
