@@ -1,22 +1,35 @@
-"""Experiment loggers: W&B (offline automatically when it cannot log in), CSV, or none."""
+"""Experiment loggers: W&B (offline automatically when it cannot log in), CSV, or none.
+
+A W&B run's config is one flat dict built by ``run_config`` (what the stage used); Lightning's own hyper-parameter
+logging is off. Each run folder records its W&B runs in ``wandb_run.json`` (``wandb_record``), which is how a
+target run finds its baseline's group.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from faig_lightning.atomic import atomic_write_text
 from faig_lightning.config import flat
 from faig_lightning.errors import FaigError
 
 WANDB_MODES = ("online", "offline", "disabled")
 LOGGER_KINDS = ("wandb", "csv", "none")
+RECORD = "wandb_run.json"
+"""The file in a run folder naming its W&B runs (``wandb_record``)."""
+STAGE_SECTIONS = ("baseline", "target", "retrain")
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +90,101 @@ def resolve_wandb_mode(requested: str | None = None) -> str:
 
 
 def check_logger(cfg: Mapping[str, Any] | None) -> None:
-    """Validate a logger config (kind, W&B mode) without starting anything."""
+    """Validate a logger config (kind, W&B mode) without starting anything; W&B forced online needs credentials
+    and a reachable server."""
     kind = (cfg or {}).get("kind", "none")
     if kind not in LOGGER_KINDS:
         raise FaigError(f"unknown logger kind {kind!r} — use logger=wandb, logger=csv or logger=none")
-    if kind == "wandb":
-        requested_wandb_mode(cfg.get("mode"))
+    if kind == "wandb" and requested_wandb_mode(cfg.get("mode")) == "online":
+        host = _wandb_host()
+        fix = "use logger.mode=offline or WANDB_MODE=offline"
+        if not _has_credentials(host):
+            raise FaigError(f"W&B mode online but no API key (WANDB_API_KEY or wandb login) — log in, or {fix}")
+        if not _reachable(host):
+            raise FaigError(f"W&B mode online but {host} unreachable — {fix}")
 
 
-def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group: str,
-                 config: Mapping[str, Any], stage_dir: str | None = None) -> Logger | None:
+def run_config(cfg: Mapping[str, Any], stage: str, stage_seed: int, baseline_ckpt: str | None) -> dict[str, Any]:
+    """The flat W&B config of one stage of a ``faig-train`` config ``cfg`` (a plain dict): what that stage used.
+
+    ``degradation.*`` is the stage's training degradation (the baseline's is ``baseline_degradation``), ``train.*``
+    its own optimisation settings (``<stage>`` section), ``seed`` the user's seed and ``stage_seed`` the one
+    derived for the stage, ``baseline_ckpt`` the weights it started from, ``attribution.*`` only on the target
+    stage (the one that runs it); ``stage`` names it and ``stages`` lists the run's stages.
+    """
+    tree = {k: v for k, v in cfg.items() if k not in (*STAGE_SECTIONS, "baseline_degradation", "stage")}
+    tree["degradation"] = cfg["baseline_degradation"] if stage == "baseline" else cfg["degradation"]
+    tree["train"] = cfg[stage]
+    if stage != "target":
+        tree.pop("attribution", None)
+    tree.update(stage=stage, stages=list(cfg["stage"]["stages"]), seed=cfg["seed"], stage_seed=stage_seed,
+                baseline_ckpt=baseline_ckpt)
+    return flat(tree)
+
+
+def run_tags(stage: str, model: Mapping[str, Any]) -> list[str]:
+    """W&B tags of a stage: the stage, the model (its Hydra config name, else its class) and the experiment when
+    one is chosen (``experiment=...``)."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    tags = [stage, choices.get("model") or str(model.get("_target_", "custom")).rsplit(".", 1)[-1]]
+    if choices.get("experiment"):
+        tags.append(str(choices["experiment"]))
+    return tags
+
+
+def wandb_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The W&B identity of a run folder, or None when it logged no W&B run.
+
+    ``run_dir`` is the folder, or a file inside it such as ``<run>/baseline/net_g.pth`` or
+    ``<run>/target/checkpoints/last.ckpt``. The record: ``group``, ``project``, ``entity`` and per stage (job
+    type) under ``runs``: ``id``, ``name``, ``path`` (entity/project/id), ``dir`` (the local run folder, what
+    ``wandb sync`` takes), ``mode``, ``group`` and ``tags``.
+    """
+    path = Path(run_dir)
+    folders = [path] if path.is_dir() else list(path.parents)[:3]
+    for folder in folders:
+        if (folder / RECORD).is_file():
+            return json.loads((folder / RECORD).read_text())
+    return None
+
+
+def wandb_group(group: str, baseline_ckpt: str | None) -> str:
+    """The W&B group of the run folder holding ``baseline_ckpt`` when it is one with a W&B record, else ``group``:
+    a target trained on a named baseline joins the baseline's group."""
+    record = wandb_record(baseline_ckpt) if baseline_ckpt else None
+    return record["group"] if record else group
+
+
+class FlatConfigWandbLogger(WandbLogger):
+    """A ``WandbLogger`` whose run config is only the one given at start: Lightning's module and data
+    hyper-parameters (nested, and with the stage's seed as ``seed``) are not merged into it."""
+
+    def log_hyperparams(self, params: Any) -> None:
+        """Keep the run's flat config as it is."""
+
+
+def _record(save_dir: str, logger: WandbLogger, mode: str) -> None:
+    """Add the logger's W&B run to ``<save_dir>/wandb_run.json`` under its job type."""
+    run = logger.experiment
+    path = Path(save_dir) / RECORD
+    record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    for key, value in (("group", run.group), ("project", run.project), ("entity", run.entity or None)):
+        record.setdefault(key, value)  # the folder's first run names its group
+    record["runs"][run.job_type] = {"id": run.id, "name": run.name, "path": run.path, "dir": str(Path(run.dir).parent),
+                                    "mode": mode, "group": run.group, "tags": list(run.tags)}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group: str, config: Mapping[str, Any],
+                 stage_dir: str | None = None, *, tags: Sequence[str] = (), job_type: str | None = None
+                 ) -> Logger | None:
     """Build the logger named by ``cfg.kind`` (``wandb``, ``csv`` or ``none``).
 
     CSV metrics go to ``<stage_dir>/metrics.csv`` (``<save_dir>/csv/metrics.csv`` without a stage), so stages
-    never overwrite each other. W&B gets the whole config as flat keys (``degradation.blur.sigma``) so runs can be
-    grouped and filtered by any setting.
+    never overwrite each other. W&B gets ``config`` as flat keys (``degradation.blur.sigma``) and nothing else, so
+    runs can be grouped and filtered by any setting; its tags are ``tags`` then ``cfg.tags``, its job type
+    ``job_type`` (default: the part of ``name`` after its last ``-``). The run starts here and is recorded in
+    ``<save_dir>/wandb_run.json`` (``wandb_record``).
     """
     check_logger(cfg)
     kind = (cfg or {}).get("kind", "none")
@@ -101,9 +194,13 @@ def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group:
         return CSVLogger(save_dir=stage_dir or save_dir, name="" if stage_dir else "csv", version="")
     mode = resolve_wandb_mode(cfg.get("mode"))
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(project=cfg.get("project", "faig-lightning"), entity=cfg.get("entity"), name=name,
-                       group=group, save_dir=save_dir, mode=mode, config=flat(dict(config)),
-                       tags=list(cfg.get("tags") or []), job_type=name.rsplit("-", 1)[-1])
+    logger = FlatConfigWandbLogger(
+        project=cfg.get("project", "faig-lightning"), entity=cfg.get("entity"), name=name, group=group,
+        save_dir=save_dir, mode=mode, config=flat(dict(config)), job_type=job_type or name.rsplit("-", 1)[-1],
+        tags=list(dict.fromkeys([*tags, *(cfg.get("tags") or [])])))
+    if rank_zero_only.rank == 0 and mode != "disabled":
+        _record(save_dir, logger, mode)
+    return logger
 
 
 def finish(logger: Logger | None) -> None:

@@ -22,9 +22,10 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from faig_lightning import loggers
@@ -83,12 +84,27 @@ class StagePlan:
         return self.stage_dir / "checkpoints" / "last.ckpt"
 
 
+def _swept_overrides(hc: DictConfig) -> list[str]:
+    """This multirun job's overrides (``key=value``) of the keys its sweep varies: the sweep overrides of the
+    command line (kept in ``<sweep>/multirun.yaml``) and of ``hydra.sweeper.params``."""
+    parser = OverridesParser.create()
+    sweep_file = Path(hc.sweep.dir) / "multirun.yaml"
+    given = list(OmegaConf.load(sweep_file).hydra.overrides.task) if sweep_file.is_file() else []
+    given += [f"{k}={v}" for k, v in (hc.sweeper.get("params") or {}).items()]
+    swept = {o.get_key_element() for o in parser.parse_overrides(given) if o.is_sweep_override()}
+    job = parser.parse_overrides(list(hc.overrides.task))
+    return [o.input_line for o in job if o.get_key_element() in swept]
+
+
 def _run_names() -> tuple[Path, str, str, bool]:
-    """(run folder, job name, W&B group, multirun?): a multirun groups its jobs by sweep folder."""
+    """(run folder, job name, W&B group, multirun?): a multirun groups its jobs by sweep folder and names each
+    ``<sweep folder>-<its swept values>`` (e.g. ``blur_sweep-degradation.blur.sigma=2``; the job number when
+    nothing is swept); a single run is named and grouped by its folder."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
-        return run_dir, f"{Path(hc.sweep.dir).name}-{hc.job.num}", Path(hc.sweep.dir).name, True
+        sweep = Path(hc.sweep.dir).name
+        return run_dir, f"{sweep}-{','.join(_swept_overrides(hc)) or hc.job.num}", sweep, True
     return run_dir, run_dir.name, run_dir.name, False
 
 
@@ -266,8 +282,11 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
         attribution = AttributionCallback(settings, baseline_ckpt, str(run_dir),
                                           provenance={"baseline_ckpt": baseline_ckpt, "target_ckpt": str(last),
                                                       "model": plain(cfg.model), "scale": cfg.scale})
-    logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}", group, plain(cfg),
-                                  stage_dir=str(stage_dir))
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}",
+                                  group if multirun else loggers.wandb_group(group, baseline_ckpt),
+                                  loggers.run_config(plain(cfg), stage, plan.module_kwargs["seed"], baseline_ckpt),
+                                  stage_dir=str(stage_dir), tags=loggers.run_tags(stage, plain(cfg.model)))
     try:
         done = plan.resume_step is not None and plan.resume_step >= scfg["max_steps"]
         if not done:

@@ -217,37 +217,48 @@ class ProgressBars:
 
 
 def headline(result: AttributionResult) -> dict[str, float | int | None]:
-    """Flat headline numbers: per method, proportion and masked degradation the targeted PSNR drop (input = the
-    masked degradation), the other drop (mean over the other ranked degradations' inputs) and their ratio
-    (selectivity; None when the other drop is <= 0); completeness gaps, FAIG steps and unmasked PSNRs."""
+    """The run's headline numbers, flat keys under ``attribution/``; the same keys for every run of a config.
+
+    Per method, proportion and masked degradation ``<method>/p<p>/<deg>/``:
+
+    - ``targeted_drop``: PSNR drop (dB) on that degradation's own input when its top filters are masked;
+    - ``other_drop``: mean PSNR drop on the inputs of the other ranked degradations (with a single ranked
+      degradation, on every other input, e.g. clean);
+    - ``selectivity = targeted_drop - other_drop`` (dB): a number whatever the signs, > 0 when the filters hurt
+      their own degradation's input more than the others.
+
+    Also the completeness gap per degradation, FAIG's steps, the unmasked PSNR of both nets per input, the mean
+    depth of each method's selected filters at the smallest proportion (0 = first layer, 1 = last) and the
+    degradation-prediction accuracy (all, seen, unseen). Values are None only where nothing was measured.
+    """
     drop = {(r.method, r.proportion, r.masked_degradation, r.input_degradation): r.psnr_drop for r in result.masking}
     ranked = list(dict.fromkeys(r.masked_degradation for r in result.masking))
+    inputs = list(dict.fromkeys(r.input_degradation for r in result.masking))
     out: dict[str, float | int | None] = {}
     for method, prop, deg in dict.fromkeys((m, p, d) for m, p, d, _ in drop):
         targeted = drop.get((method, prop, deg, deg))
-        others = [drop[(method, prop, deg, e)] for e in ranked if e != deg and (method, prop, deg, e) in drop]
+        pool = [e for e in ranked if e != deg] or [e for e in inputs if e != deg]
+        others = [drop[(method, prop, deg, e)] for e in pool if (method, prop, deg, e) in drop]
         other = sum(others) / len(others) if others else None
         key = f"attribution/{method}/p{prop:g}/{deg}"
         out[f"{key}/targeted_drop"] = targeted
         out[f"{key}/other_drop"] = other
-        selective = targeted is not None and other is not None and other > 0
-        out[f"{key}/selectivity"] = targeted / other if selective else None
+        out[f"{key}/selectivity"] = targeted - other if targeted is not None and other is not None else None
     for deg, comp in result.completeness.items():
         out[f"attribution/completeness_gap/{deg}"] = comp.gap
     out["attribution/steps_used"] = result.steps
     for net, per in result.unmasked.items():
         for inp, metrics in per.items():
             out[f"attribution/unmasked/{net}/{inp}/psnr"] = metrics["psnr"]
-    for r in result.modulation:
-        out[f"attribution/modulation/{r.degradation}_filters/{r.input_degradation}/psnr_lambda{r.lam:g}"] = r.psnr
-    for (method, deg, prop), depth in mean_depths(result.locations).items():
-        out[f"attribution/locations/{method}/p{prop:g}/{deg}/mean_depth"] = depth
+    if result.locations:
+        smallest = min(r.proportion for r in result.locations)
+        for (method, deg, prop), depth in mean_depths(result.locations).items():
+            if prop == smallest:
+                out[f"attribution/locations/{method}/p{prop:g}/{deg}/mean_depth"] = depth
     if result.prediction is not None:
         accuracy = result.prediction.to_dict()["accuracy"]
         for key in ("all", "seen", "unseen"):
             out[f"attribution/prediction/accuracy/{key}"] = accuracy[key]
-        for label, value in accuracy["per_class"].items():
-            out[f"attribution/prediction/accuracy/class_{label}"] = value
     return out
 
 

@@ -109,9 +109,13 @@ def log_attribution(run: Any, result: AttributionResult, out_dir: str | Path, ba
     import wandb
 
     out = Path(out_dir)
+    # each curve by name (a glob would lose to the logger's own "*"), plotted over the proportion, kept out of the
+    # run summary (the headline numbers are there)
     run.define_metric("attribution/masked_percent", summary="none")
-    for method in result.rankings:
-        run.define_metric(f"attribution/{method}/*", step_metric="attribution/masked_percent", summary="none")
+    curves = {f"attribution/{r.method}/mask_{r.masked_degradation}/{r.input_degradation}/{m}"
+              for r in result.masking for m in ("psnr_drop", "psnr")}
+    for key in sorted(curves):
+        run.define_metric(key, step_metric="attribution/masked_percent", summary="none")
     for prop in sorted({r.proportion for r in result.masking}):
         row: dict[str, Any] = {"attribution/masked_percent": prop}
         for r in (r for r in result.masking if r.proportion == prop):
