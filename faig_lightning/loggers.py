@@ -48,8 +48,11 @@ def _has_credentials(host: str) -> bool:
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """Whether the W&B server (``WANDB_BASE_URL``, its port or the scheme's) accepts a connection."""
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -182,7 +183,10 @@ def test_online_without_key_or_network_is_one_line_before_any_work(tmp_path, mon
     with pytest.raises(FaigError, match=r"W&B mode online but no API key \(WANDB_API_KEY or wandb login\)"):
         check_logger({"kind": "wandb", "mode": "online"})
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    with socket.socket() as sock:  # a local port nothing listens on: connections are refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     with pytest.raises(FaigError, match=r"127\.0\.0\.1 unreachable — use logger\.mode=offline or WANDB_MODE=offline"):
         check_logger({"kind": "wandb", "mode": "online"})
 
