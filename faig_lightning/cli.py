@@ -1,30 +1,62 @@
 """The one error path of every command: a user error is one line ``<prog>: error: …`` and exit code 2.
 
 Hydra commands (``faig-train``, ``faig-attribute``) also record each job's status in ``<run>/status.json``
-(``running`` → ``complete`` | ``failed``) and log to ``<run>/<job>.log``. In a multirun a failed job does not stop
-the other jobs; the command exits 2 at the end, naming the failed jobs.
+(``running`` → ``complete`` | ``failed`` | ``interrupted``), hold ``<run>/.lock`` while a job runs (a second copy
+in the same folder is refused) and log to ``<run>/<job>.log``. In a multirun a failed job does not stop the other
+jobs; the command exits 2 at the end, naming the failed jobs. SIGTERM (what SLURM sends at a time limit or
+preemption) and SIGINT (Ctrl-C) end the job with status ``interrupted`` and exit code 128 + the signal's number;
+while a trainer runs, they stop it after the current step with ``last.ckpt`` saved (``faig_lightning.train``).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig, OmegaConf
+
+from faig_lightning import __version__
 from faig_lightning.atomic import atomic_write_text
+from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
 
 USER_ERROR_EXIT = 2
 STATUS_FILE = "status.json"
+LOCK_FILE = ".lock"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 log = logging.getLogger("faig_lightning")
 _failed_jobs: list[str] = []
+_state: dict[str, Any] = {"prog": "faig", "job_started": False, "signal": None, "stopping": False}
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT ended the job (a BaseException, like KeyboardInterrupt: no ``except Exception`` eats it)."""
+
+    def __init__(self, signum: int, detail: str = "") -> None:
+        super().__init__(signum, detail)
+        self.signum, self.detail = signum, detail
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+class FolderInUse(FaigError):
+    """Another live process holds the run folder's lock."""
 
 
 class ConsoleFilter(logging.Filter):
@@ -34,12 +66,20 @@ class ConsoleFilter(logging.Filter):
         return not getattr(record, "file_only", False)
 
 
-def user_error(exc: BaseException | None) -> FaigError | None:
-    """The FaigError behind ``exc`` (Hydra's ``instantiate`` wraps the errors of the objects it builds), if any."""
+def user_error(exc: BaseException | None, folder: Path | None = None) -> FaigError | None:
+    """The FaigError behind ``exc`` (Hydra's ``instantiate`` wraps the errors of the objects it builds), if any.
+
+    A full disk or quota (ENOSPC, EDQUOT) is a user error too: one line naming the folder written to (the file's,
+    else ``folder``)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, FaigError):
             return exc
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            where = Path(exc.filename).parent if exc.filename else folder
+            return FaigError(f"{exc.strerror} while writing in {where or 'the output folder'} — free space on that "
+                             "disk or write elsewhere (hydra.run.dir=DIR or paths.output_dir=DIR), then rerun the "
+                             "same command: finished stages and the last checkpoint are kept")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
@@ -49,10 +89,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "(no message)"
 
 
-def report_user_error(prog: str, err: FaigError) -> str:
-    """Log ``err`` to the run's log file and print ``<prog>: error: …`` on stderr; return that line."""
+def report_user_error(prog: str, err: FaigError, log_it: bool = True) -> str:
+    """Log ``err`` to the run's log file and print ``<prog>: error: …`` on stderr; return that line.
+
+    ``log_it=False`` before a run folder exists (Hydra's own console logging would repeat the line)."""
     line = f"{prog}: error: {_one_line(str(err))}"
-    if logging.getLogger().handlers:  # a run folder's log file (Hydra); else logging's last resort would repeat it
+    if log_it and logging.getLogger().handlers:  # a run folder's log file; else logging's last resort would repeat it
         log.error(line, extra={"file_only": True})
     print(line, file=sys.stderr, flush=True)
     return line
@@ -72,17 +114,135 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         raise SystemExit(USER_ERROR_EXIT) from None
 
 
+@contextmanager
+def quiet_broken_pipe() -> Iterator[None]:
+    """End quietly when the reader of stdout has gone (``faig-train --help | head -1``): no traceback, exit code
+    128 + SIGPIPE like any Unix tool killed by a closed pipe."""
+    try:
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # the interpreter flushes stdout again at exit: point it at /dev/null so that flush cannot fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(128 + signal.SIGPIPE) from None
+
+
 def is_rank_zero() -> bool:
     """True in the process that owns the run folder (not a DDP worker started by Lightning)."""
     return all(os.environ.get(k, "0") in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
-    """``<run>/status.json``: ``running``, ``complete`` or ``failed`` (with ``error``), atomically."""
+    """``<run>/status.json``: ``running``, ``complete``, ``failed`` (with ``error``) or ``interrupted``,
+    atomically."""
     if not is_rank_zero():
         return
     record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:], **extra}
     atomic_write_text(run_dir / STATUS_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _final_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """The status after a failure: best effort, since the failure may be the full disk that this write needs."""
+    try:
+        write_status(run_dir, status, **extra)
+    except OSError:
+        log.warning("could not write %s in %s", STATUS_FILE, run_dir, extra={"file_only": True})
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run>/.lock`` while the job runs; a live holder (another copy of the command) is one FaigError.
+
+    The lock is an advisory ``flock``: the system releases it when its process ends, however it ends, so a lock
+    file left by a dead process is simply taken over. DDP workers started by Lightning share their parent's."""
+    if not is_rank_zero():
+        yield
+        return
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise FolderInUse(f"run folder {run_dir} is in use by pid {pid} — wait for that run to end (or stop it), "
+                            "or give this one another folder: hydra.run.dir=DIR") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_output_folder(folder: str | os.PathLike, option: str) -> None:
+    """Create ``folder`` and write a file in it, or raise one FaigError naming it (an existing file, a read-only
+    disk or parent, a full disk)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise FaigError(f"cannot write the output folder {path} ({err.strerror or err}) — choose a writable folder: "
+                        f"{option}=DIR or paths.output_dir=DIR") from None
+
+
+class CheckOutputFolder(HydraCallback):
+    """Hydra callback: the run (or sweep) folder must be writable before Hydra writes into it, else one line and
+    exit code 2 instead of Hydra's traceback."""
+
+    def _check(self, folder: str, option: str) -> None:
+        try:
+            check_output_folder(folder, option)
+        except FaigError as err:
+            report_user_error(_state["prog"], err, log_it=False)
+            raise SystemExit(USER_ERROR_EXIT) from None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def group_options(group: str) -> str:
+    """A config group's options (its YAML files), comma-separated: the help of a command lists the groups it
+    uses with ``${faig_options:<group>}``."""
+    return ", ".join(sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")))
+
+
+def received_signal() -> int | None:
+    """The SIGTERM or SIGINT this process received, if any."""
+    return _state["signal"]
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM / SIGINT: raise ``Interrupted``, unless a Lightning trainer runs. A trainer puts its own SIGTERM
+    handler in front of this one (and calls this one from it): it stops after the current step, saving
+    ``last.ckpt``. Ctrl-C is passed to it as SIGTERM; a second Ctrl-C stops at once."""
+    _state["signal"] = _state["signal"] or signum
+    trainer_handler = signal.getsignal(signal.SIGTERM)
+    if trainer_handler is _on_signal or not callable(trainer_handler):  # no trainer runs
+        raise Interrupted(signum)
+    if signum == signal.SIGTERM:  # called by the trainer's handler, which has asked the trainer to stop
+        return
+    if _state["stopping"]:
+        raise Interrupted(signum)
+    _state["stopping"] = True
+    trainer_handler(signal.SIGTERM, frame)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Route SIGTERM and SIGINT to ``_on_signal`` within the block."""
+    _state.update(signal=None, stopping=False)
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def route_library_logs() -> None:
@@ -99,36 +259,82 @@ def record_failure(what: str, line: str) -> None:
     _failed_jobs.append(f"{what} ({line.split(': error: ', 1)[-1][:160]})")
 
 
-def run_job(prog: str, run_dir: Path, multirun: bool, job: Callable[[], Any]) -> Any:
-    """Run one Hydra job with its status file; a user error fails the job with one line.
+def _fail(prog: str, run_dir: Path, multirun: bool, err: FaigError) -> None:
+    line = report_user_error(prog, err)
+    if not multirun:
+        raise SystemExit(USER_ERROR_EXIT) from None
+    record_failure(f"job {run_dir.name}", line)
 
-    A single run exits with code 2; a multirun job is recorded as failed and the sweep goes on.
+
+def run_job(prog: str, run_dir: Path, multirun: bool, job: Callable[[], Any]) -> Any:
+    """Run one Hydra job with its lock and status file; a user error fails the job with one line.
+
+    A single run exits with code 2; a multirun job is recorded as failed and the sweep goes on. SIGTERM / SIGINT
+    stop the command (multirun included) with status ``interrupted`` and exit code 128 + the signal.
     """
+    _state["job_started"] = True
     route_library_logs()
-    write_status(run_dir, "running")
     try:
+        with run_folder_lock(run_dir):
+            return _run_locked(prog, run_dir, multirun, job)
+    except FolderInUse as err:  # another copy runs in this folder: its status file is not ours to touch
+        return _fail(prog, run_dir, multirun, err)
+
+
+def _run_locked(prog: str, run_dir: Path, multirun: bool, job: Callable[[], Any]) -> Any:
+    try:
+        write_status(run_dir, "running")
         result = job()
+    except Interrupted as exc:
+        detail = f"{exc.detail}; " if exc.detail else ""
+        _final_status(run_dir, "interrupted", signal=exc.name, error=exc.detail or None)
+        report_user_error(prog, FaigError(f"interrupted by {exc.name}: {detail}rerun the same command to resume"))
+        raise SystemExit(128 + exc.signum) from None
     except Exception as exc:
-        err = user_error(exc)
+        err = user_error(exc, run_dir)
         if err is None:
-            write_status(run_dir, "failed", error=f"{type(exc).__name__}: {_one_line(str(exc))[:500]}")
+            _final_status(run_dir, "failed", error=f"{type(exc).__name__}: {_one_line(str(exc))[:500]}")
             log.exception("%s: unexpected error", prog, extra={"file_only": True})
             raise
-        line = report_user_error(prog, err)
-        write_status(run_dir, "failed", error=_one_line(str(err)))
-        if not multirun:
-            raise SystemExit(USER_ERROR_EXIT) from None
-        record_failure(f"job {run_dir.name}", line)
-        return None
+        _final_status(run_dir, "failed", error=_one_line(str(err)))
+        return _fail(prog, run_dir, multirun, err)
     write_status(run_dir, "complete")
     return result
 
 
 def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
-    """Call a ``@hydra.main`` function; exit 2 naming the failed jobs when a multirun had any."""
+    """Call a ``@hydra.main`` function; exit 2 naming the failed jobs when a multirun had any.
+
+    ``--version`` prints ``<prog> <version>``; an error Hydra reports itself (an unknown key, a sweep value
+    without ``-m``) keeps Hydra's text and ends with one ``<prog>: error: …`` line and exit code 2; a closed
+    stdout ends quietly; SIGTERM / SIGINT end with one line (see ``run_job``).
+    """
     _failed_jobs.clear()
-    with exit_on_user_error(prog):
-        hydra_main()
+    _state.update(prog=prog, job_started=False)
+    logging.raiseExceptions = False  # a log line that cannot be written (closed pipe, full disk) is dropped
+    OmegaConf.register_new_resolver("faig_options", group_options, replace=True)
+    with quiet_broken_pipe():
+        if "--version" in sys.argv[1:]:
+            print(f"{prog} {__version__}")
+            return
+        try:
+            with interruptible(), exit_on_user_error(prog):
+                try:
+                    hydra_main()
+                except HydraException as exc:  # raised outside Hydra's own reporting (e.g. under --help)
+                    print(exc, file=sys.stderr)
+                    raise SystemExit(1) from None
+        except Interrupted as exc:  # before a job started: nothing to record
+            report_user_error(prog, FaigError(f"interrupted by {exc.name} before the run started — run the "
+                                              "command again"))
+            raise SystemExit(128 + exc.signum) from None
+        except SystemExit as exc:
+            if exc.code != 1 or _state["job_started"]:
+                raise
+            # Hydra printed its message (an unknown key, a sweep value without -m, …) and exited 1
+            report_user_error(prog, FaigError(f"Hydra rejected the command line (its message is above) — fix the "
+                                              f"override; '{prog} --help' lists the config groups and examples"))
+            raise SystemExit(USER_ERROR_EXIT) from None
     if _failed_jobs:
         print(f"{prog}: error: {len(_failed_jobs)} job(s) failed: {'; '.join(_failed_jobs)}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from faig_lightning.cli import USER_ERROR_EXIT, report_user_error
+from faig_lightning import __version__
+from faig_lightning.cli import USER_ERROR_EXIT, quiet_broken_pipe, report_user_error
 from faig_lightning.errors import FaigError
 
 REQUIRED = object()
@@ -44,14 +45,19 @@ def run_cli(
     argv: Sequence[str] | None,
 ) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), call ``run(**values)``; a FaigError is one line
-    ``<name>: error: …`` (``name``: the console script) and exit code 2."""
+    ``<name>: error: …`` (``name``: the console script) and exit code 2; ``--version`` prints ``<name> <version>``;
+    a closed stdout ends quietly."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if {"-h", "--help"} & set(args):
-        print(doc.strip() + "\n\n" + usage_text(prog, defaults))
-        return 0
-    try:
-        run(**parse_key_values(args, defaults, prog))
-    except FaigError as err:
-        report_user_error(name, err)
-        return USER_ERROR_EXIT
+    with quiet_broken_pipe():
+        if {"-h", "--help"} & set(args):
+            print(doc.strip() + "\n\n" + usage_text(prog, defaults))
+            return 0
+        if "--version" in args:
+            print(f"{name} {__version__}")
+            return 0
+        try:
+            run(**parse_key_values(args, defaults, prog))
+        except FaigError as err:
+            report_user_error(name, err)
+            return USER_ERROR_EXIT
     return 0

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from faig_lightning.data.builtin import TRAIN_PHOTOS, load_builtin
 from faig_lightning.data.eval_set import EVAL_SET_KEYS, PairedEvalSet, build_eval_set, to_plain
-from faig_lightning.data.images import list_images, read_image_raw
+from faig_lightning.data.images import image_size, list_images, read_image_raw
 from faig_lightning.data.memmap import memmap_images
 from faig_lightning.data.train_set import EpochSampler, HRCropDataset
 from faig_lightning.errors import FaigError
@@ -121,8 +121,12 @@ class SRDataModule(pl.LightningDataModule):
                 paths = list_images(self.train_dir)
                 if self.memmap:
                     images = memmap_images(paths, self.memmap_dir)
-                else:
-                    images = [read_image_raw(p) for p in paths] if self.preload else paths
+                elif self.preload:
+                    images = [read_image_raw(p) for p in paths]
+                else:  # read per item: a file that is no image must fail here, not in a loader worker mid-training
+                    for path in paths:
+                        image_size(path)
+                    images = paths
                 self.train_set = HRCropDataset(images, names=[str(p) for p in paths], **common)
         if self.eval_set is None:
             self.eval_set = self.build_eval_set()

@@ -58,7 +58,7 @@ def read_image_raw(path: str | os.PathLike) -> np.ndarray:
                 return np.repeat(grey[:, :, None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise FaigError(f"cannot read image '{path}' ({err}); replace or delete the file") from err
+        raise FaigError(f"cannot read image '{path}' ({err}) — replace or delete the file") from err
 
 
 def to_float(img: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         with Image.open(path) as im:
             width, height = im.size
     except (OSError, SyntaxError, ValueError) as err:
-        raise FaigError(f"cannot read image '{path}' ({err}); replace or delete the file") from err
+        raise FaigError(f"cannot read image '{path}' ({err}) — replace or delete the file") from err
     return height, width
 
 

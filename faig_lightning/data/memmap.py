@@ -41,19 +41,24 @@ def build_memmap(paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLik
     index, data = folder / f"{key}.json", folder / f"{key}.u8"
     if index.is_file() and data.is_file():
         return index
-    entries, offset = [], 0
-    with atomic_path(data) as tmp, open(tmp, "wb") as fh:
-        for n, path in enumerate(paths, start=1):
-            img = read_image_raw(path)
-            if img.dtype != np.uint8:
-                raise FaigError(f"the memory-mapped cache holds 8-bit images, but '{path}' is {img.dtype}; use "
-                                "data.memmap=false (16-bit images are read from the files)")
-            fh.write(np.ascontiguousarray(img).tobytes())
-            entries.append({"name": str(path), "shape": list(img.shape), "offset": offset})
-            offset += img.size
-            if n % max(1, len(paths) // 10) == 0 or n == len(paths):
-                log.info("memmap cache: %d/%d images decoded (%.1f GB)", n, len(paths), offset / 1e9)
-    atomic_write_text(index, json.dumps({"bytes": offset, "images": entries}) + "\n")
+    try:
+        entries, offset = [], 0
+        with atomic_path(data) as tmp, open(tmp, "wb") as fh:
+            for n, path in enumerate(paths, start=1):
+                img = read_image_raw(path)
+                if img.dtype != np.uint8:
+                    raise FaigError(f"the memory-mapped cache holds 8-bit images, but '{path}' is {img.dtype}; use "
+                                    "data.memmap=false (16-bit images are read from the files)")
+                fh.write(np.ascontiguousarray(img).tobytes())
+                entries.append({"name": str(path), "shape": list(img.shape), "offset": offset})
+                offset += img.size
+                if n % max(1, len(paths) // 10) == 0 or n == len(paths):
+                    log.info("memmap cache: %d/%d images decoded (%.1f GB)", n, len(paths), offset / 1e9)
+        atomic_write_text(index, json.dumps({"bytes": offset, "images": entries}) + "\n")
+    except OSError as err:
+        raise FaigError(f"cannot write the memory-mapped image cache in {folder} ({err.strerror or err}) — set "
+                        "data.memmap_dir=DIR to a writable folder with room for the decoded images, or use "
+                        "data.memmap=false") from None
     return index
 
 

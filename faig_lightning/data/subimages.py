@@ -24,7 +24,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from faig_lightning.data.cli_args import REQUIRED, run_cli
-from faig_lightning.data.images import list_images, read_image_raw, to_uint8, write_png
+from faig_lightning.data.images import image_size, list_images, read_image_raw, to_uint8, write_png
 from faig_lightning.errors import FaigError
 
 
@@ -73,6 +73,10 @@ def extract_subimages(
         raise FaigError(f"out_dir '{dst}' already exists and is not empty: new crops would mix with old ones; delete "
                         "it or choose another out_dir")
     files = list_images(src)
+    largest = max(min(image_size(p)) for p in files)  # the header of each file: a non-image fails here, named
+    if largest < crop_size:
+        raise FaigError(f"every image in '{src}' is smaller than crop_size={crop_size} (the largest square that fits "
+                        f"is {largest}x{largest}) — use crop_size={largest} or less, or other images")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:
