@@ -1,65 +1,125 @@
 """``faig-attribute``: FAIG and its baselines on any baseline/target checkpoint pair (ours or BasicSR's).
 
 With ``attribution.rankings_from=RUN_DIR`` it reuses that run's rankings (the nets are checked to be the same
-weights) and only masks, so a dense proportion sweep costs masking alone; the model, scale and checkpoints
-default to the ones that run recorded.
+weights) and only masks, so a dense proportion sweep costs masking alone: the model, scale, checkpoints, eval set
+and degradation are the ones that run recorded (a command-line override that differs is refused), the analyses
+run only when ``attribution.analyses`` is given, and the W&B run joins that run's group.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from faig_lightning import loggers
 from faig_lightning.attribution import run_attribution, write_results
 from faig_lightning.attribution.report import ProgressBars, drop_markdown
 from faig_lightning.attribution.settings import AttributionSettings
-from faig_lightning.attribution.stored import read_results_summary
+from faig_lightning.attribution.stored import SETUP_KEYS, read_results_summary, recorded_setup
 from faig_lightning.attribution.validation import check_model
+from faig_lightning.callbacks.attribution import log_attribution
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.cli import main_with_exit_code, run_job
-from faig_lightning.config import CONF_DIR, plain
+from faig_lightning.config import CONF_DIR, flat, plain
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import build_net
 
 log = logging.getLogger(__name__)
 
+CKPT_KEYS = ("baseline_ckpt", "target_ckpt")
+FREE_KEYS = ("eval.cache_dir",)
+"""Overrides that change where things are kept, not what is computed: never a conflict with the ranked run."""
+
 
 def _given(cfg: DictConfig, key: str) -> Any:
     return None if OmegaConf.is_missing(cfg, key) or not cfg[key] else cfg[key]
 
 
-def attribute(cfg: DictConfig, out_dir: Path) -> Path:
-    """Check the settings, load both nets and the paired eval set, run every method, write into ``out_dir``."""
-    settings = AttributionSettings.from_mapping(plain(cfg.attribution))
-    model, scale = plain(cfg.model), cfg.scale
-    ckpts = {key: _given(cfg, key) for key in ("baseline_ckpt", "target_ckpt")}
-    if settings.rankings_from is not None:
-        recorded = read_results_summary(settings.rankings_from).get("provenance", {})
-        model, scale = recorded.get("model", model), recorded.get("scale", scale)
-        ckpts = {key: path or recorded.get(key) for key, path in ckpts.items()}
-    nets = []
-    for key, path in ckpts.items():
-        if not path:
-            raise FaigError(f"{key}=PATH is required (our net_g.pth / .ckpt, or a BasicSR .pth)")
-        net = build_net(model)
-        check_model(net, scale)  # before loading: a wrong scale names itself, not as a shape mismatch
-        nets.append(load_weights(net, path, key="ema").eval())
-    settings.check_filters(len(settings.index(nets[1])))
-    eval_set = build_eval_set(scale=scale, **OmegaConf.to_container(cfg.eval, resolve=True))
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
 
-    result = run_attribution(nets[0], nets[1], eval_set, scale=scale, settings=settings, progress=ProgressBars(),
-                             pipeline=plain(cfg.degradation))
-    write_results(result, out_dir, provenance={**{k: str(v) for k, v in ckpts.items()}, "model": model,
-                                               "scale": scale})
+
+def _overridden(overrides: Sequence[str]) -> dict[str, str]:
+    """Config path -> the command-line override that sets it (a group override sets its package's node)."""
+    return {(o.package or o.key_or_group): o.input_line for o in OverridesParser.create().parse_overrides(overrides)}
+
+
+def _check_conflicts(setup: dict[str, Any], recorded: dict[str, Any], given: dict[str, str], source: Path) -> None:
+    """Refuse a command-line override of the model, scale, eval set or degradation that differs from ``source``'s."""
+    mine, theirs = OmegaConf.create(setup), OmegaConf.create(recorded)
+    for path, line in given.items():
+        top = path.split(".")[0]
+        if top not in SETUP_KEYS or top in CKPT_KEYS or path in FREE_KEYS:
+            continue
+        new, old = OmegaConf.select(mine, path), OmegaConf.select(theirs, path)
+        if plain(new) == plain(old):
+            continue
+        if isinstance(old, DictConfig) or isinstance(new, DictConfig):
+            a, b = flat(plain(new) or {}), flat(plain(old) or {})
+            detail = ", ".join(f"{k} {b.get(k)}" for k in dict.fromkeys([*b, *a]) if a.get(k) != b.get(k))
+        else:
+            sub = path[len(top) + 1:]
+            detail = f"{sub} {plain(old)}" if sub else f"{plain(old)}"
+        raise FaigError(f"{line} conflicts with {source}'s {top} ({detail}) — drop it, or rank again without "
+                        "attribution.rankings_from")
+
+
+def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job: str | None = None,
+              group: str | None = None) -> Path:
+    """Check the settings, load both nets and the paired eval set, run every method, write into ``out_dir`` and
+    log to the configured logger (W&B run ``job`` in ``group``; both default to the folder name).
+
+    ``overrides`` are the command line's (Hydra's ``key=value``): with ``attribution.rankings_from`` they decide
+    which settings the user asked for (conflicts with the ranked run, analyses)."""
+    settings = AttributionSettings.from_mapping(plain(cfg.attribution))
+    loggers.check_logger(plain(cfg.logger))
+    setup = {"model": plain(cfg.model), "scale": cfg.scale, "eval": plain(cfg.eval),
+             "degradation": plain(cfg.degradation), **{key: _absolute(_given(cfg, key)) for key in CKPT_KEYS}}
+    group = group or Path(out_dir).name
+    if settings.rankings_from is not None:
+        source = Path(settings.rankings_from).resolve()
+        recorded = recorded_setup(source, read_results_summary(source))
+        given = _overridden(overrides)
+        _check_conflicts(setup, recorded, given, source)
+        setup = {**recorded, "eval": {**recorded["eval"], "cache_dir": setup["eval"]["cache_dir"]},
+                 **{key: setup[key] or _absolute(recorded[key]) for key in CKPT_KEYS}}
+        analyses = settings.analyses if "attribution.analyses" in given else ()
+        settings = settings.replace(rankings_from=str(source), analyses=analyses)
+        record = loggers.wandb_record(source)
+        group = record["group"] if record else source.name
+    nets = []
+    for key in CKPT_KEYS:
+        if not setup[key]:
+            raise FaigError(f"{key}=PATH is required (our net_g.pth / .ckpt, or a BasicSR .pth)")
+        net = build_net(setup["model"])
+        check_model(net, setup["scale"])  # before loading: a wrong scale names itself, not as a shape mismatch
+        nets.append(load_weights(net, setup[key], key="ema").eval())
+    settings.check_filters(len(settings.index(nets[1])))
+    eval_set = build_eval_set(scale=setup["scale"], **setup["eval"])
+
+    result = run_attribution(nets[0], nets[1], eval_set, scale=setup["scale"], settings=settings,
+                             progress=ProgressBars(), pipeline=setup["degradation"])
+    write_results(result, out_dir, provenance=setup)
     log.info("PSNR drop (dB) when the top filters are masked:\n%s", drop_markdown(result.masking))
     log.info("results written to %s", out_dir)
+    if cfg.logger.kind == "wandb":  # the result files are the CSV record; W&B gets the curves, tables and panels
+        config = {**plain(cfg), **setup, "attribution": {**plain(cfg.attribution), **settings.to_dict()}}
+        logger = loggers.build_logger(plain(cfg.logger), str(out_dir), job or Path(out_dir).name, group, config,
+                                      job_type="attribute")
+        try:
+            log_attribution(logger.experiment, result, out_dir, nets[0], nets[1], eval_set[0], setup["scale"],
+                            settings.panel_proportion)
+        finally:
+            loggers.finish(logger)
     return out_dir
 
 
@@ -67,7 +127,11 @@ def attribute(cfg: DictConfig, out_dir: Path) -> Path:
 def _hydra_main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    run_job("faig-attribute", run_dir, hc.mode == RunMode.MULTIRUN, lambda: attribute(cfg, run_dir))
+    job, group = run_dir.name, run_dir.name
+    if hc.mode == RunMode.MULTIRUN:
+        job, group = f"{Path(hc.sweep.dir).name}-{hc.job.num}", Path(hc.sweep.dir).name
+    run_job("faig-attribute", run_dir, hc.mode == RunMode.MULTIRUN,
+            lambda: attribute(cfg, run_dir, list(hc.overrides.task), job, group))
 
 
 def main() -> None:

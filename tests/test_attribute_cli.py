@@ -19,7 +19,7 @@ from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import MSRResNet
 
-SMALL = ["model=srresnet_small", "model.num_feat=8", "model.num_block=1", "eval.photos=[chelsea]"]
+SMALL = ["model=srresnet_small", "model.num_feat=8", "model.num_block=1", "eval.photos=[chelsea]", "logger=none"]
 
 
 def _pair(tmp_path: Path) -> tuple[Path, Path]:

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
+from faig_lightning import loggers
 from faig_lightning.errors import FaigError
 from faig_lightning.sweeps import find_runs, overlaps, summarize
 from faig_lightning.sweeps.cli import main
+from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN
 
 NUM_FILTERS = 1000
 PROPORTIONS = [1, 10]
@@ -199,10 +201,54 @@ def test_cli_missing_dir_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("faig-summarize: error:"), proc.stderr
 
 
-def test_wandb_offline_summary_run(tmp_path, monkeypatch):
+def _wandb_records(run_dir: Path) -> list[dict]:
+    """The records of an offline W&B run, read back with ``wandb leet inspect --json``."""
+    script = Path(sys.executable).parent / "wandb"
+    proc = subprocess.run([str(script), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_wandb_summary_run_is_one_run_per_folder(tmp_path, monkeypatch):
+    """Summarising twice updates one W&B run in the members' group: the swept keys in its config, the members'
+    W&B ids in its runs table, a boolean ``passed`` in its criterion table, headline numbers in its summary."""
     for var, sub in [("WANDB_CONFIG_DIR", "config"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_DATA_DIR", "data")]:
         monkeypatch.setenv(var, str(tmp_path / "wandb_home" / sub))
     monkeypatch.setenv("WANDB_MODE", "offline")
     root = make_sweep(tmp_path / "sweep", logger={"kind": "wandb", "project": "p"})
-    out = summarize([root], tmp_path / "out")
-    assert list((out / "wandb").glob("offline-run-*")), list((out / "wandb").iterdir())
+    for job in ("0", "1", "2"):  # what loggers.build_logger records for a faig-train job's two stages
+        runs = {stage: {"id": f"{stage}{job}", "path": f"e/p/{stage}{job}", "group": "sweep-group"}
+                for stage in ("baseline", "target")}
+        (root / job / loggers.RECORD).write_text(json.dumps({"group": "sweep-group", "runs": runs}))
+    summarize([root])
+    summarize([root])
+    folders = sorted((root / "wandb").glob("offline-run-*"))
+    run_id = json.loads((root / WANDB_SUMMARY_RUN).read_text())["id"]
+    assert folders and {f.name.rsplit("-", 1)[1] for f in folders} == {run_id}
+
+    records = _wandb_records(folders[-1])
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["run_group"] == "sweep-group" and run["run_id"] == run_id
+    config = {k: v for r in records if r["type"] == "config" for k, v in r["config"].get("update", {}).items()}
+    assert config["swept_keys"] == [SIGMA] and config[SIGMA] == ["1.0", "2.0", "3.0"]
+    assert config["runs"] == ["0", "1", "2"]
+    assert [r["wandb_id"] for r in read_csv(root / "runs.csv")] == ["target0", "target1", "target2"]
+    tables = {t.name.split("_")[0]: json.loads(t.read_text())
+              for t in (folders[-1] / "files" / "media" / "table" / "sweep").glob("*.table.json")}
+    runs_table = [dict(zip(tables["runs"]["columns"], row, strict=True)) for row in tables["runs"]["data"]]
+    assert [(r["run"], r["wandb_id"], r["wandb_path"]) for r in runs_table] == [
+        (job, f"target{job}", f"e/p/target{job}") for job in ("0", "1", "2")]
+    criterion = [dict(zip(tables["criterion"]["columns"], row, strict=True)) for row in tables["criterion"]["data"]]
+    assert criterion and all(isinstance(r["passed"], bool) and isinstance(r["run"], str) for r in criterion)
+    summary = json.loads((root / "sweep_summary.json").read_text())["headline"]
+    script = Path(sys.executable).parent / "wandb"
+    logged = json.loads(subprocess.run([str(script), "leet", "inspect", "--summary", "--json", str(folders[-1])],
+                                       capture_output=True, text=True, timeout=120, check=True).stdout)["summary"]
+    assert {k: logged[k] for k in summary if summary[k] is not None} == {k: v for k, v in summary.items()
+                                                                        if v is not None}
+    assert summary["sweep/complete"] == 2 and summary["sweep/failed"] == 1
+    passed = {r["run"] for r in criterion} - {r["run"] for r in criterion if not r["passed"]}
+    assert summary["sweep/criterion/passed"] == len(passed) and summary["sweep/criterion/failed"] == 2 - len(passed)
+    blur = [r for r in criterion if r["masked_degradation"] == "blur"]
+    assert summary["sweep/faig/p1/blur/targeted_drop_mean"] == pytest.approx(
+        sum(r["targeted"] for r in blur) / len(blur), rel=1e-12)

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 SUMMARY = "summary.json"
 """Written last by ``write_results``: its presence means the run's result files are complete."""
+SETUP_KEYS = ("model", "scale", "eval", "degradation", "baseline_ckpt", "target_ckpt")
+"""What a run ranked on: the net, its scale, the eval-set arguments, the target's degradation and the checkpoints."""
 
 
 def read_results_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -35,6 +37,30 @@ def read_results_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise FaigError(f"{path} is not an attribution summary of this version (no settings/fingerprints); rerun "
                         "that run's attribution to record them")
     return summary
+
+
+def recorded_setup(run_dir: str | os.PathLike, summary: dict[str, Any]) -> dict[str, Any]:
+    """The ``SETUP_KEYS`` of a finished run: the ``provenance`` of its ``summary``, with the eval set and
+    degradation a ``faig-train`` run does not record there read from its saved Hydra config (``data.eval``)."""
+    from omegaconf import OmegaConf
+
+    from faig_lightning.data.eval_set import EVAL_SET_KEYS
+
+    setup = dict(summary.get("provenance", {}))
+    missing = [k for k in ("eval", "degradation") if k not in setup]
+    config_file = Path(run_dir) / ".hydra" / "config.yaml"
+    if missing and config_file.is_file():
+        config = OmegaConf.load(config_file)
+        found = {"eval": OmegaConf.select(config, "data.eval") or OmegaConf.select(config, "eval"),
+                 "degradation": OmegaConf.select(config, "degradation")}
+        setup |= {k: OmegaConf.to_container(found[k], resolve=True) for k in missing if found[k] is not None}
+        if isinstance(setup.get("eval"), dict):
+            setup["eval"] = {k: v for k, v in setup["eval"].items() if k in EVAL_SET_KEYS}
+    absent = [k for k in SETUP_KEYS if k not in setup]
+    if absent:
+        raise FaigError(f"{Path(run_dir) / SUMMARY} does not record {absent} (nor has the run a .hydra/config.yaml); "
+                        "rerun that run's attribution to record them")
+    return setup
 
 
 def check_same_nets(summary: dict[str, Any], fingerprints: dict[str, str], num_filters: int, source: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,8 @@ from faig_lightning.attribution.report import style_masking_axis
 if TYPE_CHECKING:
     from faig_lightning.sweeps.summarize import Overlap, RunRecord
 
+PROPORTIONS_KEY = "attribution.proportions"
+"""The masked proportions: the x axis of the curves, not a swept setting of their own."""
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "x"]
 
@@ -116,29 +118,52 @@ def _run_label(run: RunRecord, keys: Sequence[str]) -> str:
     return f"{run.name} ({values})" if values else run.name
 
 
-def curves_figure(runs: Sequence[RunRecord], method: str, keys: Sequence[str]) -> Figure:
-    """Masked PSNR vs proportion of ``method`` for every run: a panel per (masked, input degradation), a line per run.
+def _curve_lines(runs: Sequence[RunRecord], keys: Sequence[str], sources: Mapping[str, RunRecord]
+                 ) -> list[tuple[str, list[dict[str, str]], dict[str, str]]]:
+    """``(label, masking rows, line style)`` per curve: a run each, except that runs masking new proportions on a
+    source run's rankings (``sources``, by path) are one curve per source and other swept values, drawn after the
+    source's own curve (grey, dashed) so that the new proportions lie over it."""
+    lines, merged = [], {}
+    for run in runs:
+        if run.source in sources:
+            values = ", ".join(f"{k}={run.overrides[k]}" for k in keys if k in run.overrides and k != PROPORTIONS_KEY)
+            merged.setdefault((run.source, values), []).extend(run.masking)
+        else:
+            lines.append((_run_label(run, keys), run.masking, {}))
+    for source in dict.fromkeys(s for s, _ in merged):
+        lines.append((f"{sources[source].name} (where ranked)", sources[source].masking,
+                      {"color": "grey", "linestyle": "--"}))
+    for (source, values), rows in merged.items():
+        lines.append((f"on {sources[source].name}'s rankings" + (f" ({values})" if values else ""), rows, {}))
+    return lines
 
-    Lines are labelled with the run name and its values of the swept ``keys``.
+
+def curves_figure(runs: Sequence[RunRecord], method: str, keys: Sequence[str],
+                  sources: Mapping[str, RunRecord] | None = None) -> Figure:
+    """Masked PSNR vs proportion of ``method``: a panel per (masked, input degradation), a line per run.
+
+    Lines are labelled with the run name and its values of the swept ``keys``; proportions masked on the rankings
+    of a run in ``sources`` (path -> record) are drawn over that run's curve.
     """
-    rows = [row for r in runs for row in r.masking if row["method"] == method]
-    masked = _masked_degradations(runs, method)
+    lines = _curve_lines(runs, keys, sources or {})
+    rows = [row for _, masking, _ in lines for row in masking if row["method"] == method]
+    masked = list(dict.fromkeys(row["masked_degradation"] for row in rows))
     inputs = list(dict.fromkeys(row["input_degradation"] for row in rows))
     fig, axes = _new_figure(max(len(masked), 1), max(len(inputs), 1), 3.6, 3.0)
     for r, mdeg in enumerate(masked):
         for c, inp in enumerate(inputs):
             ax = axes[r][c]
-            for i, run in enumerate(runs):
+            for i, (label, masking, style) in enumerate(lines):
                 pts = sorted(
                     (p, v)
-                    for row in run.masking
+                    for row in masking
                     if (row["method"], row["masked_degradation"], row["input_degradation"]) == (method, mdeg, inp)
                     and (p := _float(row.get("proportion"))) is not None
                     and (v := _float(row.get("psnr"))) is not None
                 )
                 if pts:
                     ax.plot([p for p, _ in pts], [v for _, v in pts], marker=MARKERS[i % len(MARKERS)],
-                            color=f"C{i % 10}", label=_run_label(run, keys))
+                            **{"color": f"C{i % 10}", **style}, label=label)
             style_masking_axis(ax, mdeg, inp, prefix=f"{method}: ")
     if axes[0][0].has_data():
         axes[0][0].legend(fontsize=7)

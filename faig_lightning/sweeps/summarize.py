@@ -1,9 +1,10 @@
 """Summarize a sweep: find its run folders, read their status and results, and write cross-run tables and plots.
 
 Reads what ``faig-train`` / ``faig-attribute`` leave in a run folder (``.hydra/overrides.yaml``, ``status.json``,
-``summary.json``, ``masking.csv``, ``attribution/faig/<degradation>_index.txt``) and writes ``runs.csv``,
-``summary.csv``, ``overlap.csv``, ``seeds.csv`` (mean ± sd over seeds), ``criterion.csv`` (the FAIG finding per
-run), ``sweep.md``, PNG plots and ``sweep_summary.json`` into one folder, each file atomically.
+``summary.json``, ``masking.csv``, ``attribution/faig/<degradation>_index.txt``, its W&B run) and writes
+``runs.csv``, ``summary.csv``, ``overlap.csv``, ``seeds.csv`` (mean ± sd over seeds), ``criterion.csv`` (the FAIG
+finding per run), ``sweep.md``, PNG plots and ``sweep_summary.json`` into one folder, each file atomically, and
+logs them to one W&B summary run per folder.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.errors import FaigError
 from faig_lightning.sweeps import plots, seeds
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 
 COMPLETE, FAILED, INCOMPLETE = "complete", "failed", "incomplete"
 WANDB_CHOICES = ("auto", "off")
+ATTRIBUTION_JOBS = ("attribute", "target")
+"""W&B job types of a run folder that log an attribution, in order of preference."""
+WANDB_SUMMARY_RUN = "wandb_summary_run.json"
+"""In the summary folder: the W&B summary run's id, so that a rerun of ``faig-summarize`` updates that run."""
 OVERLAP_COLUMNS = ["degradation", "proportion", "run_a", "run_b", "jaccard", "top_k"]
 
 
@@ -44,10 +50,22 @@ class RunRecord:
     masking_columns: list[str] = field(default_factory=list)
     masking: list[dict[str, str]] = field(default_factory=list)  # masking.csv rows, values as the exact strings
     summary: dict[str, Any] = field(default_factory=dict)  # the attribution summary.json
+    wandb: dict[str, Any] = field(default_factory=dict)  # its W&B run (loggers.wandb_record), empty without one
 
     @property
     def complete(self) -> bool:
         return self.status == COMPLETE
+
+    @property
+    def wandb_run(self) -> dict[str, Any]:
+        """The W&B run that logged this run's attribution (``attribute`` or the ``target`` stage), else its last."""
+        runs = self.wandb.get("runs") or {}
+        return next((runs[k] for k in ATTRIBUTION_JOBS if k in runs), list(runs.values())[-1] if runs else {})
+
+    @property
+    def source(self) -> str | None:
+        """The run whose rankings this one reused (``attribution.rankings_from``), if any."""
+        return self.summary.get("rankings_from")
 
     @property
     def num_filters(self) -> int | None:
@@ -153,7 +171,8 @@ def load_run(run_dir: str | os.PathLike, name: str) -> RunRecord:
     """Read one run folder: overrides, status and, when complete, ``summary.json`` and ``masking.csv``."""
     path = Path(run_dir)
     status, reason = _run_status(path)
-    run = RunRecord(name=name, path=path, status=status, reason=reason, overrides=read_overrides(path))
+    run = RunRecord(name=name, path=path, status=status, reason=reason, overrides=read_overrides(path),
+                    wandb=loggers.wandb_record(path) or {})
     if status != COMPLETE:
         return run
     summary = _read_json(path / "summary.json")
@@ -168,10 +187,17 @@ def load_run(run_dir: str | os.PathLike, name: str) -> RunRecord:
     return run
 
 
+def _is_path(value: str | None) -> bool:
+    return value is not None and ("/" in value or os.sep in value)
+
+
 def swept_keys(runs: Sequence[RunRecord]) -> list[str]:
-    """Override keys whose value differs between runs or is missing in some, in order of first appearance."""
+    """Override keys whose value differs between runs or is missing in some, in order of first appearance; keys
+    whose values are all paths (checkpoints, ``attribution.rankings_from`` of runs from several folders) are where
+    the runs came from, not what was swept, and are left out."""
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
-    return [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    return [k for k in keys if len(values := {r.overrides.get(k) for r in runs}) > 1
+            and not all(_is_path(v) for v in values - {None})]
 
 
 # --- tables ----------------------------------------------------------------------------------------------------
@@ -186,9 +212,11 @@ def _csv_text(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def runs_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """``runs.csv``: one row per run with its status, reason and swept override values."""
-    columns = ["run", "path", "status", "reason", *keys]
-    return columns, [[r.name, str(r.path), r.status, r.reason, *(r.overrides.get(k, "") for k in keys)] for r in runs]
+    """``runs.csv``: one row per run with its status, reason, W&B run (id and path), the run whose rankings it
+    reused, and swept override values."""
+    columns = ["run", "path", "status", "reason", "wandb_id", "wandb_path", "rankings_from", *keys]
+    return columns, [[r.name, str(r.path), r.status, r.reason, r.wandb_run.get("id", ""), r.wandb_run.get("path", ""),
+                      r.source or "", *(r.overrides.get(k, "") for k in keys)] for r in runs]
 
 
 def summary_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[str], list[list[str]]]:
@@ -309,18 +337,29 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
 
 
+def sources(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
+    """The complete runs (not among ``runs``) whose rankings complete runs of ``runs`` reused, by path."""
+    known = {str(r.path) for r in runs}
+    found = {}
+    for path in dict.fromkeys(r.source for r in runs if r.complete and r.source and r.source not in known):
+        if Path(path).is_dir() and (record := load_run(path, Path(path).name)).complete:
+            found[path] = record
+    return found
+
+
 def _write_plots(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: Sequence[Overlap],
                  out: Path) -> list[Path]:
     done = [r for r in runs if r.complete]
     if not done:
         return []
     written = []
-    for key in (k for k in keys if any(k in r.overrides for r in done)):
+    for key in (k for k in keys if k != plots.PROPORTIONS_KEY and any(k in r.overrides for r in done)):
         path = out / f"drop_vs_{_file_name(key)}.png"
         written.append(plots.save_png(plots.drop_vs_figure(done, key), path))
+    ranked = sources(done)
     for method in dict.fromkeys(row["method"] for r in done for row in r.masking):
         path = out / f"curves_{_file_name(method)}.png"
-        written.append(plots.save_png(plots.curves_figure(done, method, keys), path))
+        written.append(plots.save_png(plots.curves_figure(done, method, keys, ranked), path))
     for deg, p in dict.fromkeys((o.degradation, o.proportion) for o in overlap_rows):
         path = out / f"overlap_{_file_name(deg)}_p{p:g}.png"
         cells = [o for o in overlap_rows if o.degradation == deg and o.proportion == p]
@@ -328,25 +367,53 @@ def _write_plots(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: S
     return written
 
 
-def _wandb_table(path: Path) -> Any:
+TEXT_COLUMNS = ("run", "run_a", "run_b", "wandb_id")
+"""Columns that stay text in the W&B tables even when they look like numbers (job names ``0``, ``1``, …)."""
+
+
+def _wandb_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    """One summary table for W&B: numbers as numbers, booleans as booleans, names and ids as text."""
     import wandb
 
-    def cell(text: str) -> Any:
+    def cell(column: str, value: Any) -> Any:
+        if not isinstance(value, str) or column in TEXT_COLUMNS:
+            return value
         try:
-            return float(text) if text else None
+            return float(value) if value else None
         except ValueError:
-            return text
+            return value
 
-    with open(path, newline="") as fh:
-        columns, *rows = list(csv.reader(fh))
-    return wandb.Table(columns=columns, data=[[cell(c) for c in row] for row in rows], allow_mixed_types=True)
+    return wandb.Table(columns=list(columns), data=[[cell(c, v) for c, v in zip(columns, row, strict=True)]
+                                                    for row in rows], allow_mixed_types=True)
 
 
-def log_to_wandb(runs: Sequence[RunRecord], out: Path, group: str, files: Sequence[Path]) -> Path | None:
-    """Log the tables and PNGs as one W&B run when the runs logged to W&B (``logger.kind: wandb``).
+def headline(runs: Sequence[RunRecord], checks: Sequence[dict[str, Any]], criterion: seeds.Criterion
+             ) -> dict[str, Any]:
+    """The sweep in a few numbers: runs per status, complete runs that show the criterion's finding (``checks``
+    are its rows), and per masked degradation the criterion method's mean targeted and other drops (dB)."""
+    checked = {r.name: criterion.passed(r) for r in runs if r.complete}
+    out: dict[str, Any] = {f"sweep/{s}": sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
+    out |= {"sweep/runs": len(runs), "sweep/criterion/passed": sum(checked.values()),
+            "sweep/criterion/failed": len(checked) - sum(checked.values()),
+            "sweep/criterion/all_passed": bool(checked) and all(checked.values())}
+    key = f"sweep/{criterion.method}/p{criterion.proportion:g}"
+    for masked in dict.fromkeys(c["masked_degradation"] for c in checks):
+        for part in ("targeted", "other"):
+            values = [c[part] for c in checks if c["masked_degradation"] == masked and c[part] is not None]
+            out[f"{key}/{masked}/{part}_drop_mean"] = sum(values) / len(values) if values else None
+    return out
 
-    Uses the logger settings of the first complete run's ``.hydra/config.yaml``; ``WANDB_MODE`` wins over its mode.
-    Returns the W&B run folder, or ``None`` when the runs did not use W&B.
+
+def log_to_wandb(runs: Sequence[RunRecord], out: Path, keys: Sequence[str],
+                 tables: dict[str, tuple[list[str], list[list[Any]]]], files: Sequence[Path],
+                 summary: dict[str, Any]) -> Path | None:
+    """Log the tables, PNGs and ``summary`` numbers to the folder's one W&B summary run when the runs logged to W&B
+    (``logger.kind: wandb``); return the W&B run folder, or ``None`` when the runs did not use W&B.
+
+    The run joins the runs' W&B group (the folder's name when they recorded none); its config holds the swept keys
+    and each run's value of them. Its id is kept in ``WANDB_SUMMARY_RUN``, so summarising the folder again updates
+    that run. Uses the logger settings of the first complete run's ``.hydra/config.yaml``; ``WANDB_MODE`` wins over
+    its mode.
     """
     source = next((r for r in runs if r.complete), runs[0])
     config_file = source.path / ".hydra" / "config.yaml"
@@ -356,16 +423,19 @@ def log_to_wandb(runs: Sequence[RunRecord], out: Path, group: str, files: Sequen
         return None
     import wandb
 
-    from faig_lightning.loggers import resolve_wandb_mode
-
     os.environ.setdefault("WANDB_SILENT", "true")
+    group = next((r.wandb["group"] for r in runs if r.wandb.get("group")), out.resolve().name)
+    known = _read_json(out / WANDB_SUMMARY_RUN) or {}
     run = wandb.init(project=logger.get("project") or "faig-lightning", entity=logger.get("entity"), group=group,
-                     name=f"{group}-summary", job_type="summary", dir=str(out),
-                     mode=resolve_wandb_mode(logger.get("mode")), reinit=True)
-    data: dict[str, Any] = {f"sweep/{s}": _wandb_table(out / f"{s}.csv")
-                            for s in ("summary", "overlap", "runs", "seeds", "criterion")}
+                     name=f"{group}-summary", job_type="summary", dir=str(out), id=known.get("id"), resume="allow",
+                     mode=loggers.resolve_wandb_mode(logger.get("mode")), reinit="finish_previous")
+    atomic_write_text(out / WANDB_SUMMARY_RUN, json.dumps({"id": run.id, "group": group}, indent=2) + "\n")
+    run.config.update({"swept_keys": list(keys), "runs": [r.name for r in runs],
+                       **{k: [r.overrides.get(k) for r in runs] for k in keys}}, allow_val_change=True)
+    data: dict[str, Any] = {f"sweep/{Path(name).stem}": _wandb_table(*table) for name, table in tables.items()}
     data |= {f"sweep/{f.stem}": wandb.Image(str(f)) for f in files if f.suffix == ".png"}
     run.log(data)
+    run.summary.update(summary)
     run_dir = Path(run.dir).parent
     run.finish()
     return run_dir
@@ -409,19 +479,16 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     files.append(atomic_write_text(out / "sweep.md", report))
     files += _write_plots(runs, keys, overlap_rows, out)
     counts = {s: sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
-    checked = {}
-    for run in (r for r in runs if r.complete):  # a run without the criterion's rows does not show the finding
-        rows = [c for c in checks if c["run"] == run.name]
-        checked[run.name] = bool(rows) and all(bool(c["passed"]) for c in rows)
+    passed = {r.name: criterion.passed(r) for r in runs if r.complete}
+    numbers = headline(runs, checks, criterion)
     info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files],
-            "criterion": {"rule": criterion.describe(), "passed": [n for n, ok in checked.items() if ok],
-                          "failed": [n for n, ok in checked.items() if not ok],
-                          "all_passed": bool(checked) and all(checked.values())}}
+            "criterion": {"rule": criterion.describe(), "passed": [n for n, ok in passed.items() if ok],
+                          "failed": [n for n, ok in passed.items() if not ok],
+                          "all_passed": numbers["sweep/criterion/all_passed"]}, "headline": numbers}
     files.append(atomic_write_text(out / "sweep_summary.json", json.dumps(info, indent=2) + "\n"))
     log.info("wrote %d files to %s: %s", len(files), out, ", ".join(f.name for f in files))
     if wandb == "auto":
-        group = Path(dirs[0]).resolve().name if len(dirs) == 1 else out.resolve().name
-        wandb_dir = log_to_wandb(runs, out, group, files)
+        wandb_dir = log_to_wandb(runs, out, keys, tables, files, numbers)
         if wandb_dir is not None:
             log.info("logged the summary to W&B (%s)", wandb_dir)
     return out
