@@ -55,7 +55,6 @@ FOLDER_DATA = ["data=folder", "data.num_workers=0"]
     ("setup", "message"),
     [
         pytest.param(lambda t: [f"hydra.run.dir={t / 'file'}"], "cannot write the output folder", id="run-dir-is-file"),
-        pytest.param(lambda t: [f"hydra.run.dir={t / 'file' / 'run'}"], "(Not a directory)", id="run-dir-under-file"),
         pytest.param(lambda t: [f"hydra.run.dir={_read_only(t / 'ro') / 'run'}"], "(Permission denied)",
                      id="run-dir-read-only", marks=NOT_ROOT),
         pytest.param(lambda t: [*FOLDER_DATA, f"data.train_dir={_train_images(t / 'hr')}", "data.memmap=true",
