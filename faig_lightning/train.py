@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import copy
 import inspect
+import io
 import json
 import logging
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,18 +27,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.plugins import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from faig_lightning import loggers
-from faig_lightning.atomic import atomic_write_text
+from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.validation import check_model
 from faig_lightning.callbacks import AttributionCallback, ForeachEMA
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
-from faig_lightning.cli import main_with_exit_code, run_job
+from faig_lightning.cli import Interrupted, main_with_exit_code, received_signal, run_job
 from faig_lightning.config import CONF_DIR, plain
+from faig_lightning.data.eval_set import PairedEvalSet
+from faig_lightning.data.images import image_size
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
 from faig_lightning.nets import build_net
@@ -174,6 +180,27 @@ def _resume_step(module: SRModule, last: Path, seed: int) -> int:
     return int(ckpt.get("global_step", 0))
 
 
+def _check_crop_border(border: int, eval_set: PairedEvalSet) -> None:
+    """The border cut from each side before PSNR / SSIM must leave pixels of every eval image."""
+    for name, path in zip(eval_set.names, eval_set.gt_paths, strict=True):
+        h, w = (n - n % eval_set.scale for n in image_size(path))
+        if 2 * border >= min(h, w):
+            raise FaigError(f"eval.crop_border={border} cuts all of eval image '{name}' ({h}x{w}): the border is cut "
+                            f"from each side — use eval.crop_border={eval_set.scale} (the paper's) or below "
+                            f"{(min(h, w) + 1) // 2}")
+
+
+def _check_processes(trainer_cfg: dict[str, Any], num_images: int) -> None:
+    """The attribution after the target stage gives every DDP process at least one eval image."""
+    devices = trainer_cfg.get("devices", 1)
+    per_node = len(devices) if isinstance(devices, list) else devices if isinstance(devices, int) else 1
+    processes = per_node * int(trainer_cfg.get("num_nodes", 1))
+    if processes > num_images:
+        raise FaigError(f"{processes} training processes (trainer.devices={devices}) but the eval set has "
+                        f"{num_images} image(s): the attribution gives each process at least one — use "
+                        f"trainer.devices={num_images} or more eval images (data.eval.photos / data.eval.gt_dir)")
+
+
 def _monitor_names(eval_names: list[str]) -> list[str]:
     return ["val/psnr/mean", *(f"val/{m}/{d}" for d in eval_names for m in ("psnr", "ssim"))]
 
@@ -248,6 +275,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                             f"{_monitor_names(eval_names)}")
         if settings is not None and stage == "target":
             settings.check_inputs(eval_names)
+            _check_processes(plain(cfg.trainer), len(datamodule.eval_set))
+        _check_crop_border(module.crop_border, datamodule.eval_set)
         plans.append(StagePlan(stage, kwargs, datamodule, stage_dir, resume_step, retrain))
     return plans, settings
 
@@ -259,11 +288,44 @@ def _start_afresh(plan: StagePlan, run_dir: Path) -> None:
         (run_dir / "summary.json").unlink(missing_ok=True)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file that is renamed onto the checkpoint's name: a save cut
+    short (full disk, killed process) never leaves a truncated file under a name a rerun would trust."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+
+
+class CheckpointOnSignal(Callback):
+    """Save ``last.ckpt`` when SIGTERM (SLURM's time limit or preemption) or SIGINT stop training: Lightning then
+    raises ``SIGTERMException`` after the current step and calls ``on_exception`` (``faig_lightning.cli`` passes
+    Ctrl-C to Lightning as SIGTERM)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            log.info("stopped at step %d: saved %s", trainer.global_step, self.path)
+
+
+def _stop_if_signalled(trainer: pl.Trainer, stage: str, saved: bool) -> None:
+    """Raise ``Interrupted`` when a SIGTERM / SIGINT reached the trainer (it stopped, or it came after the last
+    step)."""
+    if trainer.received_sigterm:
+        where = f"the {stage} stage stopped at step {trainer.global_step}" + (" with last.ckpt saved" if saved else "")
+        raise Interrupted(received_signal() or signal.SIGTERM, where)
+
+
 def _trainer(cfg: DictConfig, scfg: dict[str, Any], stage_dir: Path, logger: Any, callbacks: list[Callback]
              ) -> pl.Trainer:
     return instantiate(cfg.trainer, max_steps=scfg["max_steps"], logger=logger if logger is not None else False,
                        callbacks=callbacks, default_root_dir=str(stage_dir), check_val_every_n_epoch=1,
-                       num_sanity_val_steps=0)
+                       num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()])
 
 
 def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: str, baseline_ckpt: str | None,
@@ -298,12 +360,18 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
                 # the latest state after every validation, whether or not it is the best: what a restart resumes from
                 ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                 enable_version_counter=False),
+                CheckpointOnSignal(last),
             ]
             if attribution is not None:
                 callbacks.append(attribution)  # after the EMA callback: the EMA weights are in place when it runs
             trainer = _trainer(cfg, scfg, stage_dir, logger, callbacks)
             resume = str(last) if plan.resume_step is not None else None
-            trainer.fit(module, datamodule=plan.datamodule, ckpt_path=resume)
+            try:
+                trainer.fit(module, datamodule=plan.datamodule, ckpt_path=resume)
+            except SIGTERMException:
+                _stop_if_signalled(trainer, stage, saved=True)
+                raise
+            _stop_if_signalled(trainer, stage, saved=False)
             if trainer.global_step < scfg["max_steps"] or trainer.interrupted:
                 raise FaigError(f"the {stage} stage stopped at step {trainer.global_step} of {scfg['max_steps']}; "
                                 "rerun the same command to resume from last.ckpt")
@@ -315,7 +383,12 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
             load_weights(module.net, last, key="ema")
             module.start_step = plan.resume_step
             trainer = _trainer(cfg, scfg, stage_dir, logger, [])
-            trainer.validate(module, datamodule=plan.datamodule, verbose=False)
+            try:
+                trainer.validate(module, datamodule=plan.datamodule, verbose=False)
+            except SIGTERMException:
+                _stop_if_signalled(trainer, stage, saved=False)
+                raise
+            _stop_if_signalled(trainer, stage, saved=False)
             best = next(iter(sorted(stage_dir.glob("checkpoints/best-step*.ckpt"))), None)
             best_score = _item(_read_best_score(best, scfg["monitor"]))
             if attribution is not None:
