@@ -1,7 +1,12 @@
-"""Atomic file writes: a result file either exists complete or not at all."""
+"""Atomic file writes: a result file either exists complete or not at all.
+
+A write that fails on a full disk raises ``OSError(ENOSPC)`` naming the file, also where the writing library
+hides the reason (``torch.save`` raises a bare RuntimeError): the command then ends in one line naming the folder.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -13,7 +18,8 @@ from pathlib import Path
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched; a full disk or quota (also
+    when the writer hides it: any exception while no space is left) is an ``OSError`` naming ``path``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -26,9 +32,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; results should read like any other file
         os.replace(tmp_path, target)
+    except Exception as exc:
+        code = exc.errno if isinstance(exc, OSError) else errno.ENOSPC if _no_space_left(target.parent) else None
+        if code in (errno.ENOSPC, errno.EDQUOT) and not getattr(exc, "filename", None):
+            raise OSError(code, os.strerror(code), str(target)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _no_space_left(folder: Path) -> bool:
+    """True when the file system holding ``folder`` has no block left for this user."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:

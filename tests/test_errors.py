@@ -19,6 +19,7 @@ import torch
 from helpers import TINY, cli_env, faig_train, rand_img, run_cli, save
 
 from faig_lightning import cli
+from faig_lightning.atomic import atomic_write
 from faig_lightning.cli import LOCK_FILE, run_job
 from faig_lightning.train import AtomicCheckpointIO
 
@@ -188,13 +189,27 @@ def test_checkpoint_cut_short_never_has_its_final_name(tmp_path, monkeypatch):
     assert torch.load(path, weights_only=True)["step"] == 2
 
 
-def test_full_disk_is_one_line_naming_the_folder(tmp_path, capsys):
+def test_full_disk_is_one_line_naming_the_folder(tmp_path, capsys, monkeypatch):
+    """A writer that hides the reason (``torch.save`` raises a bare RuntimeError) on a disk with no space left:
+    one line naming the folder, exit code 2, status ``failed``."""
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def hidden_reason(path: Path) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
     def job() -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(os, "statvfs", lambda folder: os.statvfs_result((4096,) * 3 + (0,) * 7))
+        try:
+            atomic_write(run / "baseline" / "net_g.pth", hidden_reason)
+        finally:
+            monkeypatch.undo()
 
     with pytest.raises(SystemExit) as exit_info:
-        run_job("faig-train", tmp_path, False, job)
+        run_job("faig-train", run, False, job)
     lines = capsys.readouterr().err.splitlines()
     assert exit_info.value.code == 2 and len(lines) == 1
-    assert lines[0].startswith(f"faig-train: error: No space left on device while writing in {tmp_path} — free space")
-    assert json.loads((tmp_path / cli.STATUS_FILE).read_text())["status"] == "failed"
+    assert lines[0].startswith(f"faig-train: error: No space left on device while writing in {run / 'baseline'} — "
+                               "free space")
+    assert json.loads((run / cli.STATUS_FILE).read_text())["status"] == "failed"
+    assert os.listdir(run / "baseline") == []
