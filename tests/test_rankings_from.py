@@ -23,7 +23,7 @@ from faig_lightning.attribute import attribute
 from faig_lightning.checkpoints import load_run_pair, read_state_dict
 from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
-from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN, find_runs, sources
+from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN, find_runs, sources, swept_keys
 
 pytestmark = pytest.mark.slow
 EVAL = ["data.eval.photos=[chelsea,coffee]"]
@@ -115,6 +115,9 @@ def test_summary_overlays_the_new_proportions_on_the_run(ranked):
     assert not list(props.glob("drop_vs_*.png"))  # proportions are the curves' x axis, not a swept level
     (source,) = sources(find_runs([props])).values()
     assert source.path == ranked / "run" and source.masking == read_csv(ranked / "run" / "masking.csv")
+    together = find_runs([ranked / "run", props])  # the run summarised with its sweep: it is the reference curve
+    assert sources(together) == {str(ranked / "run"): together[0]}
+    assert swept_keys(together) == ["attribution.proportions"]  # its settings are the sweep's: not swept
 
 
 def test_conflicting_override_is_one_line(ranked):

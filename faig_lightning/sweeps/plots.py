@@ -124,7 +124,10 @@ def _curve_lines(runs: Sequence[RunRecord], keys: Sequence[str], sources: Mappin
     source run's rankings (``sources``, by path) are one curve per source and other swept values, drawn after the
     source's own curve (grey, dashed) so that the new proportions lie over it."""
     lines, merged = [], {}
+    ranked_there = {str(r.path) for r in sources.values()}
     for run in runs:
+        if str(run.path) in ranked_there:
+            continue  # drawn as its sweep's reference curve below
         if run.source in sources:
             values = ", ".join(f"{k}={run.overrides[k]}" for k in keys if k in run.overrides and k != PROPORTIONS_KEY)
             merged.setdefault((run.source, values), []).extend(run.masking)

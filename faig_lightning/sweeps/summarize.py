@@ -24,6 +24,7 @@ import yaml
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
+from faig_lightning.attribution.stored import SETUP_KEYS
 from faig_lightning.errors import FaigError
 from faig_lightning.sweeps import plots, seeds
 
@@ -168,7 +169,8 @@ def _run_status(run_dir: Path) -> tuple[str, str]:
 
 
 def load_run(run_dir: str | os.PathLike, name: str) -> RunRecord:
-    """Read one run folder: overrides, status and, when complete, ``summary.json`` and ``masking.csv``."""
+    """Read one run folder: overrides, status and, when complete, ``summary.json`` and ``masking.csv``; a run on
+    another run's rankings has that run's overrides, and of its own those of other settings."""
     path = Path(run_dir)
     status, reason = _run_status(path)
     run = RunRecord(name=name, path=path, status=status, reason=reason, overrides=read_overrides(path),
@@ -184,6 +186,10 @@ def load_run(run_dir: str | os.PathLike, name: str) -> RunRecord:
         run.masking = list(reader)
         run.masking_columns = list(reader.fieldnames or [])
     run.summary = summary
+    if run.source:  # masked on another run's rankings: that run's settings are this one's (faig-attribute refuses
+        # a model, eval set or degradation that differs, so its own overrides of those say nothing new)
+        own = {k: v for k, v in run.overrides.items() if k.split(".")[0] not in SETUP_KEYS}
+        run.overrides = {**read_overrides(run.source), **own}
     return run
 
 
@@ -338,11 +344,13 @@ def _file_name(text: str) -> str:
 
 
 def sources(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
-    """The complete runs (not among ``runs``) whose rankings complete runs of ``runs`` reused, by path."""
-    known = {str(r.path) for r in runs}
+    """The complete runs whose rankings complete runs of ``runs`` reused, by path: from ``runs`` when among them,
+    else read from their folders (when they still exist)."""
+    known = {str(r.path): r for r in runs}
     found = {}
-    for path in dict.fromkeys(r.source for r in runs if r.complete and r.source and r.source not in known):
-        if Path(path).is_dir() and (record := load_run(path, Path(path).name)).complete:
+    for path in dict.fromkeys(r.source for r in runs if r.complete and r.source):
+        record = known.get(path) or (load_run(path, Path(path).name) if Path(path).is_dir() else None)
+        if record is not None and record.complete:
             found[path] = record
     return found
 
