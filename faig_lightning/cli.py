@@ -166,8 +166,8 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise FolderInUse(f"run folder {run_dir} is in use by pid {pid} — wait for that run to end (or stop it), "
-                            "or give this one another folder: hydra.run.dir=DIR") from None
+            raise FolderInUse(f"run folder {run_dir} is in use by pid {pid} — wait for that run to end (or stop "
+                              "it), or give this one another folder: hydra.run.dir=DIR") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
