@@ -135,8 +135,8 @@ def is_rank_zero() -> bool:
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
-    """``<run>/status.json``: ``running``, ``complete``, ``failed`` (with ``error``) or ``interrupted``,
-    atomically."""
+    """``<run>/status.json``: ``running``, ``complete``, ``failed`` (with ``error``) or ``interrupted`` (with
+    ``signal`` and ``detail``), atomically."""
     if not is_rank_zero():
         return
     record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:], **extra}
@@ -287,7 +287,7 @@ def _run_locked(prog: str, run_dir: Path, multirun: bool, job: Callable[[], Any]
         result = job()
     except Interrupted as exc:
         detail = f"{exc.detail}; " if exc.detail else ""
-        _final_status(run_dir, "interrupted", signal=exc.name, error=exc.detail or None)
+        _final_status(run_dir, "interrupted", signal=exc.name, detail=exc.detail or None)
         report_user_error(prog, FaigError(f"interrupted by {exc.name}: {detail}rerun the same command to resume"))
         raise SystemExit(128 + exc.signum) from None
     except Exception as exc:
