@@ -16,7 +16,6 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning import loggers
@@ -32,6 +31,7 @@ from faig_lightning.config import CONF_DIR, flat, plain
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import build_net
+from faig_lightning.train import _run_names
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,9 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
 
 @hydra.main(config_path=CONF_DIR, config_name="attribute", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    job, group = run_dir.name, run_dir.name
-    if hc.mode == RunMode.MULTIRUN:
-        job, group = f"{Path(hc.sweep.dir).name}-{hc.job.num}", Path(hc.sweep.dir).name
-    run_job("faig-attribute", run_dir, hc.mode == RunMode.MULTIRUN,
-            lambda: attribute(cfg, run_dir, list(hc.overrides.task), job, group))
+    run_dir, job, group, multirun = _run_names()  # named and grouped like faig-train's jobs
+    overrides = list(HydraConfig.get().overrides.task)
+    run_job("faig-attribute", run_dir, multirun, lambda: attribute(cfg, run_dir, overrides, job, group))
 
 
 def main() -> None:
