@@ -48,6 +48,13 @@ def _absolute(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
 
 
+def _absolute_eval(node: dict[str, Any]) -> dict[str, Any]:
+    """The eval-set arguments with their folders absolute: a run's record then reads the same from any folder."""
+    dirs = node.get("degraded_dirs")
+    return {**node, "gt_dir": _absolute(node.get("gt_dir")),
+            "degraded_dirs": {k: _absolute(v) for k, v in dirs.items()} if dirs else dirs}
+
+
 def _overridden(overrides: Sequence[str]) -> dict[str, str]:
     """Config path -> the command-line override that sets it (a group override sets its package's node)."""
     return {(o.package or o.key_or_group): o.input_line for o in OverridesParser.create().parse_overrides(overrides)}
@@ -82,7 +89,7 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
     which settings the user asked for (conflicts with the ranked run, analyses)."""
     settings = AttributionSettings.from_mapping(plain(cfg.attribution))
     loggers.check_logger(plain(cfg.logger))
-    setup = {"model": plain(cfg.model), "scale": cfg.scale, "eval": plain(cfg.eval),
+    setup = {"model": plain(cfg.model), "scale": cfg.scale, "eval": _absolute_eval(plain(cfg.eval)),
              "degradation": plain(cfg.degradation), **{key: _absolute(_given(cfg, key)) for key in CKPT_KEYS}}
     group = group or Path(out_dir).name
     if settings.rankings_from is not None:
