@@ -286,9 +286,9 @@ def _run_locked(prog: str, run_dir: Path, multirun: bool, job: Callable[[], Any]
         write_status(run_dir, "running")
         result = job()
     except Interrupted as exc:
-        detail = f"{exc.detail}; " if exc.detail else ""
+        detail = f": {exc.detail}" if exc.detail else ""
         _final_status(run_dir, "interrupted", signal=exc.name, detail=exc.detail or None)
-        report_user_error(prog, FaigError(f"interrupted by {exc.name}: {detail}rerun the same command to resume"))
+        report_user_error(prog, FaigError(f"interrupted by {exc.name}{detail} — rerun the same command to resume"))
         raise SystemExit(128 + exc.signum) from None
     except Exception as exc:
         err = user_error(exc, run_dir)

@@ -156,7 +156,7 @@ def test_sigterm_and_sigint_save_last_ckpt_and_the_rerun_completes(tmp_path):
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert proc.returncode == 128 + signum, stderr[-3000:]
         assert lines[-1].startswith(f"faig-train: error: interrupted by {signum.name}: the baseline stage stopped at "
-                                    "step ") and lines[-1].endswith("rerun the same command to resume"), lines[-1]
+                                    "step ") and lines[-1].endswith(" — rerun the same command to resume"), lines[-1]
         stopped = int(lines[-1].split(" at step ")[1].split()[0])
         status = json.loads((run / "status.json").read_text())
         assert (status["status"], status["signal"]) == ("interrupted", signum.name)
@@ -213,3 +213,14 @@ def test_full_disk_is_one_line_naming_the_folder(tmp_path, capsys, monkeypatch):
                                "free space")
     assert json.loads((run / cli.STATUS_FILE).read_text())["status"] == "failed"
     assert os.listdir(run / "baseline") == []
+
+
+def test_signal_outside_training_interrupts_the_job_at_once(tmp_path, capsys):
+    """No trainer runs (checks, the eval set, faig-attribute): SIGTERM ends the job there, in one line."""
+    with cli.interruptible(), pytest.raises(SystemExit) as exit_info:
+        run_job("faig-attribute", tmp_path, False, lambda: signal.raise_signal(signal.SIGTERM))
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 128 + signal.SIGTERM and len(lines) == 1
+    assert lines[0] == "faig-attribute: error: interrupted by SIGTERM — rerun the same command to resume"
+    assert json.loads((tmp_path / cli.STATUS_FILE).read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
