@@ -395,15 +395,15 @@ def _wandb_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
                                                     for row in rows], allow_mixed_types=True)
 
 
-def headline(runs: Sequence[RunRecord], checks: Sequence[dict[str, Any]], criterion: seeds.Criterion
-             ) -> dict[str, Any]:
-    """The sweep in a few numbers: runs per status, complete runs that show the criterion's finding (``checks``
-    are its rows), and per masked degradation the criterion method's mean targeted and other drops (dB)."""
-    checked = {r.name: criterion.passed(r) for r in runs if r.complete}
+def headline(runs: Sequence[RunRecord], checks: Sequence[dict[str, Any]], passed: dict[str, bool],
+             criterion: seeds.Criterion) -> dict[str, Any]:
+    """The sweep in a few numbers: runs per status, complete runs that show the criterion's finding (``passed``:
+    run name -> whether it does; ``checks``: the criterion's rows), and per masked degradation the criterion
+    method's mean targeted and other drops (dB)."""
     out: dict[str, Any] = {f"sweep/{s}": sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
-    out |= {"sweep/runs": len(runs), "sweep/criterion/passed": sum(checked.values()),
-            "sweep/criterion/failed": len(checked) - sum(checked.values()),
-            "sweep/criterion/all_passed": bool(checked) and all(checked.values())}
+    out |= {"sweep/runs": len(runs), "sweep/criterion/passed": sum(passed.values()),
+            "sweep/criterion/failed": len(passed) - sum(passed.values()),
+            "sweep/criterion/all_passed": bool(passed) and all(passed.values())}
     key = f"sweep/{criterion.method}/p{criterion.proportion:g}"
     for masked in dict.fromkeys(c["masked_degradation"] for c in checks):
         for part in ("targeted", "other"):
@@ -486,10 +486,10 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion, checks)
     files.append(atomic_write_text(out / "sweep.md", report))
     files += _write_plots(runs, keys, overlap_rows, out)
-    counts = {s: sum(r.status == s for r in runs) for s in (COMPLETE, FAILED, INCOMPLETE)}
     passed = {r.name: criterion.passed(r) for r in runs if r.complete}
-    numbers = headline(runs, checks, criterion)
-    info = {**counts, "runs": len(runs), "swept_keys": keys, "files": [f.name for f in files],
+    numbers = headline(runs, checks, passed, criterion)
+    info = {**{s: numbers[f"sweep/{s}"] for s in (COMPLETE, FAILED, INCOMPLETE)}, "runs": len(runs),
+            "swept_keys": keys, "files": [f.name for f in files],
             "criterion": {"rule": criterion.describe(), "passed": [n for n, ok in passed.items() if ok],
                           "failed": [n for n, ok in passed.items() if not ok],
                           "all_passed": numbers["sweep/criterion/all_passed"]}, "headline": numbers}
