@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.validation import model_scale
+from faig_lightning.data.device_crops import CropBatch
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.errors import FaigError
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
@@ -60,6 +61,11 @@ class SRModule(pl.LightningModule):
     ``compile`` (opt-in): ``torch.compile`` the net's training forward (and so its backward) — ``True`` or a mode
     such as ``"reduce-overhead"`` (CUDA graphs) or ``"max-autotune"``; validation and the saved weights use the
     plain net. With ``precision=bf16-mixed`` the L1 loss is taken in float32; the EMA weights are float32 anyway.
+    ``sync_free`` (opt-in, ``faig-train fast=true``): no training step waits for the device — ``train/loss`` stays
+    off the progress bar (the logger reads it every ``trainer.log_every_n_steps`` steps) and ``train/lr`` is logged on
+    those steps only; with ``compile``, the L1 loss is compiled with the net (one graph, CUDA graphs under
+    ``reduce-overhead``). The weights follow the same updates as without it. Batches may also be ``CropBatch``es
+    (``SRDataModule(on_device=True)``): their crops are cut on the training device, then degraded as usual.
     """
 
     def __init__(
@@ -79,12 +85,15 @@ class SRModule(pl.LightningModule):
         seed: int = 0,
         freeze: Sequence[str] = (),
         compile: bool | str = False,
+        sync_free: bool = False,
         train_filters: Sequence[int] | None = None,
         extra_units: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if not isinstance(sync_free, bool):
+            raise FaigError(f"sync_free must be true or false, got {sync_free!r}")
         self.save_hyperparameters()
         self.net = build_net(net)
         for name in frozen_parameters(self.net, freeze):
@@ -99,11 +108,16 @@ class SRModule(pl.LightningModule):
         self.start_step = 0
         self._generator: torch.Generator | None = None
         self._train_forward = self.net.forward
+        self._train_loss = self._l1_loss
         if compile:
             if compile is not True and compile not in COMPILE_MODES:
                 raise FaigError(f"compile must be true, false or one of {list(COMPILE_MODES)}, got {compile!r}")
             # a compiled bound method, not a submodule: parameter names and checkpoints stay those of the net
-            self._train_forward = torch.compile(self.net.forward, mode=None if compile is True else compile)
+            mode = None if compile is True else compile
+            if sync_free:
+                self._train_loss = torch.compile(self._l1_loss, mode=mode)
+            else:
+                self._train_forward = torch.compile(self.net.forward, mode=mode)
 
     def _train_only(self, filters: Sequence[int], extra_units: Sequence[str]) -> None:
         """Leave only the kernels ``filters`` trainable: the other parameters are frozen, and the partly trained
@@ -142,6 +156,8 @@ class SRModule(pl.LightningModule):
         """Degrade training HR crops on the training device (not in loader workers). The crops carry
         ``degrade.margin`` pixels of context each side (``SRDataModule(margin=)``), so the LR of their centre equals
         that of the degraded whole image."""
+        if isinstance(batch, CropBatch):
+            batch = batch.hr()
         if self.trainer is not None and self.trainer.training and isinstance(batch, torch.Tensor):
             if self._generator is None or self._generator.device != batch.device:
                 self._generator = torch.Generator(device=batch.device)
@@ -152,10 +168,22 @@ class SRModule(pl.LightningModule):
             return {"lq": lq, "gt": batch[..., m : batch.shape[-2] - m, m : batch.shape[-1] - m], "labels": labels}
         return batch
 
+    def _l1_loss(self, lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(self._train_forward(lq).float(), gt.float())
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        loss = F.l1_loss(self._train_forward(batch["lq"]).float(), batch["gt"].float())
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        if not self.hparams.sync_free:
+            loss = self._train_loss(batch["lq"], batch["gt"])
+            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+            return loss
+        if self.hparams.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # a new training iteration for CUDA graph trees
+        loss = self._train_loss(batch["lq"], batch["gt"])
+        # a copy: a CUDA graph's output is overwritten by its next replay, before the logger may read it
+        self.log("train/loss", loss.detach().clone())
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # a float logged copies it to the device
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -70,6 +70,7 @@ DATA_KEYS_SET_HERE = {
     "scale": "the scale is the top-level scale=N",
     "iters_per_epoch": "an epoch is <stage>.val_every steps: set baseline.val_every / target.val_every",
     "seed": "the crops follow the run's seed: set the top-level seed=N",
+    "on_device": "crops are cut on the training device with the top-level fast=true",
 }
 EVAL_KEYS = ("crop_border", "y_channel", "log_images")
 
@@ -212,6 +213,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
     if not stages or any(s not in STAGES for s in stages):
         raise FaigError(f"stage.stages must list stages among {STAGES}, got {stages} — use stage=baseline|target|both")
     check_trainer(plain(cfg.trainer))
+    if not isinstance(cfg.fast, bool):
+        raise FaigError(f"fast must be true or false, got {cfg.fast!r}")
     for key, fix in DATA_KEYS_SET_HERE.items():
         if key in cfg.data:
             raise FaigError(f"data.{key} would be ignored: {fix}")
@@ -247,7 +250,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                   "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
                   "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
                   "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt,
-                  "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile}
+                  "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile,
+                  "sync_free": cfg.fast}
         if retrain is not None:
             with torch.random.fork_rng():
                 index = FilterIndex.from_model(build_net(plain(cfg.model)), retrain.extra_units)
@@ -266,7 +270,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
         last = stage_dir / "checkpoints" / "last.ckpt"
         resume_step = _resume_step(module, last, seed) if cfg.resume and last.is_file() else None
         datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"],
-                                 seed=kwargs["seed"], margin=module.degrade.margin)
+                                 seed=kwargs["seed"], margin=module.degrade.margin, on_device=cfg.fast)
         datamodule.prepare_data()
         datamodule.setup("fit")
         eval_names = datamodule.eval_set.degradation_names
@@ -354,7 +358,7 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
         done = plan.resume_step is not None and plan.resume_step >= scfg["max_steps"]
         if not done:
             callbacks: list[Callback] = [
-                ForeachEMA(decay=scfg["ema_decay"]),
+                ForeachEMA(decay=scfg["ema_decay"], on_device=cfg.fast),
                 ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg["monitor"],
                                 mode="max", save_top_k=1, auto_insert_metric_name=False),
                 # the latest state after every validation, whether or not it is the best: what a restart resumes from

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from faig_lightning.callbacks import ForeachEMA
@@ -158,10 +159,24 @@ def test_compile_mode_is_checked():
         SRModule(NET, DEGRADATION, compile="fastest")
 
 
+class _AveragedModelEMA(pl.callbacks.WeightAveraging):
+    """The EMA by ``AveragedModel.update_parameters`` with the same foreach lerp (which reads its count on the host
+    each step): what ``ForeachEMA`` must equal to the bit."""
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+    def should_update(self, step_idx=None, epoch_idx=None) -> bool:
+        return step_idx is not None
+
+
 def test_foreach_ema_equals_lightnings_ema():
     ours, _ = _trained(steps=4)
+    on_device, _ = _trained(steps=4, ema=ForeachEMA(decay=0.9, on_device=True))
+    averaged, _ = _trained(steps=4, ema=_AveragedModelEMA(decay=0.9))
     lightning, _ = _trained(steps=4, ema=pl.callbacks.EMAWeightAveraging(decay=0.9))
     plain, _ = _trained(steps=4, ema=pl.Callback())  # without an EMA the weights differ
-    for k in ours:
+    assert all(torch.equal(ours[k], averaged[k]) and torch.equal(ours[k], on_device[k]) for k in ours)
+    for k in ours:  # Lightning's EMA: a multiply-add per tensor instead of a lerp
         torch.testing.assert_close(ours[k], lightning[k], rtol=1e-6, atol=1e-7)
     assert any(not torch.allclose(ours[k], plain[k]) for k in ours)

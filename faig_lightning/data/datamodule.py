@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from faig_lightning.data.builtin import TRAIN_PHOTOS, load_builtin
+from faig_lightning.data.device_crops import DeviceCrops
 from faig_lightning.data.eval_set import EVAL_SET_KEYS, PairedEvalSet, build_eval_set, to_plain
 from faig_lightning.data.images import image_size, list_images, read_image_raw
 from faig_lightning.data.memmap import memmap_images
@@ -32,7 +33,9 @@ class SRDataModule(pl.LightningDataModule):
     crops in [0, 1] (plus ``margin`` pixels of context each side, set by ``faig-train`` from the degradation
     pipeline, which degrades the padded crop and cuts the centre); an epoch is ``iters_per_epoch`` batches; crops
     and their order are pure functions of ``seed`` and the epoch (``HRCropDataset``, ``EpochSampler``),
-    independent of workers and global RNG.
+    independent of workers and global RNG. With ``on_device=True`` the training images are kept as one uint8 store on
+    the training device and each batch arrives as a ``CropBatch`` (the crops' placements) whose crops the module cuts
+    there: the same crops, in the same order (``DeviceCrops``); the loader runs in the main process.
     Evaluation: ``eval`` holds the keyword arguments of ``build_eval_set`` except ``scale`` (missing keys take its
     defaults); the val loader yields ``{"name": [str], "gt": (1,3,H,W), "lq": {degradation: (1,3,H/s,W/s)}}``, one
     image per batch.
@@ -56,6 +59,7 @@ class SRDataModule(pl.LightningDataModule):
         memmap_dir: str | None = None,
         seed: int = 0,
         margin: int = 0,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
@@ -75,6 +79,8 @@ class SRDataModule(pl.LightningDataModule):
         for key, value in (("batch_size", batch_size), ("iters_per_epoch", iters_per_epoch)):
             if not isinstance(value, int) or value < 1:
                 raise FaigError(f"data.{key} must be a positive int, got {value!r}")
+        if not isinstance(on_device, bool):
+            raise FaigError(f"on_device must be true or false, got {on_device!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise FaigError(f"data.num_workers must be an int >= 0, got {num_workers!r}")
         eval_kwargs = to_plain(eval or {})
@@ -97,6 +103,7 @@ class SRDataModule(pl.LightningDataModule):
         self.memmap, self.memmap_dir = memmap, memmap_dir
         self.seed = seed
         self.margin = margin
+        self.on_device = on_device
         self.train_set: HRCropDataset | None = None
         self.eval_set: PairedEvalSet | None = None
 
@@ -137,10 +144,14 @@ class SRDataModule(pl.LightningDataModule):
             self.setup("fit")
         # Lightning warns that a loader without state cannot resume mid-epoch; this sampler does (EpochSampler)
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        sampler = EpochSampler(len(self.train_set), self.seed, position_of=self._position)
+        if self.on_device:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            return DeviceCrops(self.train_set).loader(self.batch_size, sampler, device)
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(self.train_set), self.seed, position_of=self._position),
+            sampler=sampler,
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
