@@ -152,3 +152,14 @@ def test_run_pair_loads_from_another_folder(ranked, tmp_path, monkeypatch):
         expected = read_state_dict(path)
         assert all(torch.equal(v, expected[k]) for k, v in net.state_dict().items())
     assert scale == 2
+
+
+def test_analyses_run_when_asked(ranked, tmp_path):
+    overrides = [f"attribution.rankings_from={ranked / 'run'}", "attribution.proportions=[10]",
+                 "attribution.analyses=[locations]", "logger=none", f"eval.cache_dir={tmp_path / 'cache'}"]
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("attribute", overrides=overrides)
+    attribute(cfg, tmp_path / "out", overrides=overrides)
+    assert read_csv(tmp_path / "out" / "masking.csv") == [
+        r for r in read_csv(ranked / "run" / "masking.csv") if r["proportion"] == "10.0"]
+    assert (tmp_path / "out" / "filter_locations.csv").is_file() and not (tmp_path / "out" / "modulation.csv").exists()
