@@ -3,9 +3,11 @@
 The plain loop is the reference (1.0x): the net, the target's on-device degradations (blur + noise, a margin of
 context cut off after degrading), L1, Adam, a cosine schedule and an EMA of the weights, eager and float32. The
 ``faig-train`` rows run ``SRModule`` in a Lightning ``Trainer`` with the EMA callback ``faig-train`` uses, eager and
-with the opt-in ``compile`` and ``precision=bf16-mixed`` settings. Both read the same HR crops of the built-in
-photos (``HRCropDataset``, in memory, no workers). Times are ms per iteration after ``--warmup`` iterations (which
-absorb compilation); CUDA rows synchronise before reading the clock.
+with the opt-in ``compile`` and ``precision=bf16-mixed`` settings, and with ``fast=true`` (``faig-train fast``: the
+crops cut from an image store on the device, ``SRModule(sync_free=True)``, the EMA on the device). All read the same
+HR crops of the built-in photos (``HRCropDataset``, in memory, no workers). Times are ms per iteration over the
+iterations after ``--warmup`` (which absorb compilation); CUDA rows synchronise before starting and stopping the
+clock, never in between.
 
     python benchmarks/train_speed.py [--net paper|small] [--steps 40] [--warmup 15] [--batch-size 16] [--gt-size 64]
 """
@@ -21,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, SequentialSampler
 
 from faig_lightning.callbacks.ema import ForeachEMA
 from faig_lightning.data import HRCropDataset, load_builtin
 from faig_lightning.data.builtin import TRAIN_PHOTOS
+from faig_lightning.data.device_crops import DeviceCrops
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.module import SRModule
 
@@ -80,7 +83,8 @@ def plain_loop(net_spec: dict, data: DataLoader, device: torch.device, warmup: i
 
 
 class _Clock(pl.Callback):
-    """Wall time from the start of iteration ``warmup`` to the end of the last one."""
+    """Wall time from the start of iteration ``warmup`` to the end of the last one (``max_steps``); the device is
+    synchronised at those two points only, so that the host may run ahead of it as in training."""
 
     def __init__(self, warmup: int, device: torch.device) -> None:
         self.warmup, self.device = warmup, device
@@ -93,18 +97,23 @@ class _Clock(pl.Callback):
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.steps = batch_idx + 1 - self.warmup
-        sync(self.device)
-        self.end = time.perf_counter()
+        if trainer.global_step == trainer.max_steps:
+            sync(self.device)
+            self.end = time.perf_counter()
+            self.steps = batch_idx + 1 - self.warmup
 
 
 def faig_train_step(net_spec: dict, data: DataLoader, device: torch.device, warmup: int, compile: bool | str,
-                    precision: str) -> float:
-    """ms per iteration of ``SRModule`` under a Lightning ``Trainer`` with the EMA callback, as ``faig-train``."""
+                    precision: str, fast: bool) -> float:
+    """ms per iteration of ``SRModule`` under a Lightning ``Trainer`` with the EMA callback, as ``faig-train``
+    (``fast``: as ``faig-train fast=true``, the crops of ``data`` cut on the device)."""
     torch.manual_seed(0)
-    module = SRModule(net_spec, DEGRADATION, stage="target", lr=LR, compile=compile, log_images=False)
+    module = SRModule(net_spec, DEGRADATION, stage="target", lr=LR, compile=compile, log_images=False,
+                      sync_free=fast)
+    if fast:
+        data = DeviceCrops(data.dataset).loader(data.batch_size, SequentialSampler(data.dataset), device)
     clock = _Clock(warmup, device)
-    ema = ForeachEMA(decay=EMA_DECAY)
+    ema = ForeachEMA(decay=EMA_DECAY, on_device=fast)
     trainer = pl.Trainer(accelerator=device.type, devices=1, max_steps=len(data), precision=precision, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, callbacks=[ema, clock], benchmark=device.type == "cuda")
@@ -126,23 +135,26 @@ def main() -> None:
     data = loader(args.batch_size, args.gt_size, args.warmup + args.steps)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch_size} x "
           f"{args.gt_size} px HR; {args.steps} timed iterations after {args.warmup}")
-    print(f"{'device':28s} {'net':6s} {'run':40s} {'ms/iter':>8s} {'vs plain':>8s}")
+    print(f"{'device':28s} {'net':6s} {'run':46s} {'ms/iter':>8s} {'vs plain':>8s}")
     for device in devices:
         net = args.net or ("paper" if device.type == "cuda" else "small")
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        variants = [("faig-train, eager, 32-true", False, "32-true"),
-                    ("faig-train, eager, bf16-mixed", False, "bf16-mixed")]
-        if not args.no_compile:
-            variants += [("faig-train, compile, 32-true", True, "32-true"),
-                         ("faig-train, compile, bf16-mixed", True, "bf16-mixed")]
-            if device.type == "cuda":
-                variants.append(("faig-train, compile=reduce-overhead, bf16", "reduce-overhead", "bf16-mixed"))
+        variants = []
+        for fast in (False, True):
+            run = "faig-train fast=true" if fast else "faig-train"
+            variants += [(f"{run}, eager, 32-true", False, "32-true", fast),
+                         (f"{run}, eager, bf16-mixed", False, "bf16-mixed", fast)]
+            if not args.no_compile:
+                variants += [(f"{run}, compile, 32-true", True, "32-true", fast),
+                             (f"{run}, compile, bf16-mixed", True, "bf16-mixed", fast)]
+                if device.type == "cuda":
+                    variants.append((f"{run}, compile=reduce-overhead, bf16", "reduce-overhead", "bf16-mixed", fast))
         reference = plain_loop(NETS[net], data, device, args.warmup)
         plain = "plain PyTorch loop, eager, float32"
-        print(f"{name:28s} {net:6s} {plain:40s} {reference:8.1f} {1.0:7.2f}x", flush=True)
-        for label, compile_mode, precision in variants:
-            ms = faig_train_step(NETS[net], data, device, args.warmup, compile_mode, precision)
-            print(f"{name:28s} {net:6s} {label:40s} {ms:8.1f} {reference / ms:7.2f}x", flush=True)
+        print(f"{name:28s} {net:6s} {plain:46s} {reference:8.1f} {1.0:7.2f}x", flush=True)
+        for label, compile_mode, precision, fast in variants:
+            ms = faig_train_step(NETS[net], data, device, args.warmup, compile_mode, precision, fast)
+            print(f"{name:28s} {net:6s} {label:46s} {ms:8.1f} {reference / ms:7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

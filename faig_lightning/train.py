@@ -41,6 +41,7 @@ from faig_lightning.callbacks import AttributionCallback, ForeachEMA
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
 from faig_lightning.cli import Interrupted, main_with_exit_code, received_signal, run_job
 from faig_lightning.config import CONF_DIR, plain
+from faig_lightning.data.device_crops import DeviceCrops
 from faig_lightning.data.eval_set import PairedEvalSet
 from faig_lightning.data.images import image_size
 from faig_lightning.errors import FaigError
@@ -273,6 +274,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                                  seed=kwargs["seed"], margin=module.degrade.margin, on_device=cfg.fast)
         datamodule.prepare_data()
         datamodule.setup("fit")
+        if cfg.fast and torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda"):
+            DeviceCrops(datamodule.train_set).check_fits("cuda")  # the image store on the GPU, before training
         eval_names = datamodule.eval_set.degradation_names
         if scfg["monitor"] not in _monitor_names(eval_names):
             raise FaigError(f"{stage}.monitor={scfg['monitor']} is not a validation metric; use one of "

@@ -4,6 +4,7 @@ from the device between logging steps, and its compiled step equals the eager on
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import rand_img, save
+from helpers import faig_train, rand_img, save
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -56,6 +57,10 @@ def test_device_crops_refuse_what_they_cannot_hold(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (crops.nbytes, 10 * crops.nbytes))
     with pytest.raises(FaigError, match=r"more than half the .* free on cuda:0: cut the crops on the host instead"):
         crops.store("cuda:0")  # checked before any allocation
+    with pytest.raises(FaigError, match="sync_free must be true or false, got 'yes'"):
+        SRModule(NET, DEGRADATION, sync_free="yes")
+    with pytest.raises(FaigError, match="on_device must be true or false, got 1"):
+        SRDataModule(on_device=1)
 
 
 class _Recording(SRModule):
@@ -212,3 +217,20 @@ def test_compiled_fast_steps_match_eager_steps(tmp_path: Path, backend: str, mon
     for k, v in expected.items():
         moved = float((v - start[k.removeprefix("raw.")]).abs().max())
         assert float((got[k] - v).abs().max()) <= 1e-4 * moved + 1e-7, k
+
+
+@pytest.mark.slow
+def test_faig_train_fast_exports_the_same_weights(tmp_path: Path) -> None:
+    """``faig-train fast=true`` (baseline, 4 steps, a validation every 2) exports the weights and metrics of the
+    default run, to the bit."""
+    results = []
+    for fast in ("false", "true"):
+        run = tmp_path / f"fast_{fast}"
+        faig_train(tmp_path, "stage=baseline", "logger=none", f"fast={fast}", f"hydra.run.dir={run}")
+        weights = torch.load(run / "baseline" / "net_g.pth", weights_only=True)
+        summary = json.loads((run / "baseline" / "summary.json").read_text())
+        results.append(({f"{group}.{k}": v for group, tensors in weights.items() for k, v in tensors.items()},
+                        summary["final_metrics"]))
+    (host, host_metrics), (fast, fast_metrics) = results
+    assert host.keys() == fast.keys() and all(torch.equal(host[k], fast[k]) for k in host)
+    assert host_metrics == fast_metrics

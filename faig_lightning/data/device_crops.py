@@ -101,13 +101,7 @@ class DeviceCrops(Dataset):
         built on first use; a store larger than half the free GPU memory fails in one line."""
         device = _normalise(torch.device(device))
         if device not in self._stores:
-            if device.type == "cuda":
-                free, _ = torch.cuda.mem_get_info(device)
-                if self.nbytes > STORE_SHARE * free:
-                    raise FaigError(
-                        f"the {len(self.shapes)} training images take {self.nbytes / 2**30:.2f} GiB, more than half "
-                        f"the {free / 2**30:.2f} GiB free on {device}: cut the crops on the host instead (faig-train "
-                        "fast=false, or SRDataModule(on_device=False); data.memmap=true for a large folder)")
+            self.check_fits(device)
             flat = torch.empty(self.nbytes, dtype=torch.uint8, device=device)
             for img, name, offset, (h, w) in zip(self.dataset.images, self.dataset.names, self.offsets, self.shapes,
                                                  strict=True):
@@ -116,6 +110,17 @@ class DeviceCrops(Dataset):
                 flat[offset : offset + 3 * h * w].copy_(torch.from_numpy(pixels))
             self._stores[device] = flat, torch.full((), 255.0, device=device)
         return self._stores[device]
+
+    def check_fits(self, device: torch.device | str) -> None:
+        """One line when the store would take more than half the free memory of a GPU ``device``."""
+        device = torch.device(device)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if self.nbytes > STORE_SHARE * free:
+                raise FaigError(
+                    f"the {len(self.shapes)} training images take {self.nbytes / 2**30:.2f} GiB, more than half "
+                    f"the {free / 2**30:.2f} GiB free on {device}: cut the crops on the host instead (faig-train "
+                    "fast=false, or SRDataModule(on_device=False); data.memmap=true for a large folder)")
 
     def cut(self, rows: torch.Tensor) -> torch.Tensor:
         """The crops of ``rows`` (see ``CropBatch``) as (B, 3, S, S) float32 in [0, 1], gathered on the rows'
