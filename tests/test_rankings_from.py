@@ -110,6 +110,8 @@ def test_summary_overlays_the_new_proportions_on_the_run(ranked):
     props = ranked / "props"
     info = json.loads((props / "sweep_summary.json").read_text())
     assert info["swept_keys"] == ["attribution.proportions"] and info["complete"] == 2
+    assert "1" not in info["criterion"]["passed"] + info["criterion"]["failed"]  # 5 % only: the 1 % rule n/a
+    assert "0" in info["criterion"]["passed"] + info["criterion"]["failed"]
     assert {r["rankings_from"] for r in read_csv(props / "runs.csv")} == {str(ranked / "run")}
     assert (props / "curves_faig.png").stat().st_size > 5_000
     assert not list(props.glob("drop_vs_*.png"))  # proportions are the curves' x axis, not a swept level

@@ -486,7 +486,9 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion, checks)
     files.append(atomic_write_text(out / "sweep.md", report))
     files += _write_plots(runs, keys, overlap_rows, out)
-    passed = {r.name: criterion.passed(r) for r in runs if r.complete}
+    # a run that did not mask the criterion's proportion (another job of a proportion sweep) neither passes nor fails
+    checked = {c["run"] for c in checks}
+    passed = {r.name: criterion.passed(r) for r in runs if r.name in checked}
     numbers = headline(runs, checks, passed, criterion)
     info = {**{s: numbers[f"sweep/{s}"] for s in (COMPLETE, FAILED, INCOMPLETE)}, "runs": len(runs),
             "swept_keys": keys, "files": [f.name for f in files],
