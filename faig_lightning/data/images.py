@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from faig_lightning.atomic import atomic_path
 from faig_lightning.errors import FaigError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -85,7 +88,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def to_uint8(img: np.ndarray | torch.Tensor) -> np.ndarray:
     """HWC array (uint8, or float in [0, 1]) or CHW tensor in [0, 1] -> HWC uint8 (rounded, clipped)."""
-    if isinstance(img, torch.Tensor):
+    if not isinstance(img, np.ndarray):  # a torch tensor (torch is imported only where tensors are made)
         if img.dim() != 3:
             raise FaigError(f"expected a CHW image tensor, got shape {tuple(img.shape)}")
         img = img.detach().cpu().permute(1, 2, 0).numpy()
@@ -115,4 +118,6 @@ def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """HWC image (uint8/uint16 or float in [0, 1]) -> contiguous CHW float32 tensor in [0, 1]."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(to_float(img).transpose(2, 0, 1)))

@@ -1,0 +1,34 @@
+"""Import guard: each command loads only what it needs when it starts (``benchmarks/startup.py`` times it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PROBE = "import json, sys; import {module}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+HEAVY = ("wandb", "pytorch_lightning", "torch", "matplotlib", "scipy", "skimage", "kornia", "torchmetrics")
+
+
+def loaded(module: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], capture_output=True, text=True,
+                         check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1])) & set(HEAVY)
+
+
+@pytest.mark.parametrize("module, allowed", [
+    # training and attribution need torch, and pytorch_lightning brings torchmetrics (and its matplotlib, scipy)
+    ("faig_lightning.train", {"torch", "pytorch_lightning", "torchmetrics", "matplotlib", "scipy", "kornia",
+                              "skimage"}),
+    ("faig_lightning.attribute", {"torch", "pytorch_lightning", "torchmetrics", "matplotlib", "scipy", "kornia",
+                                  "skimage"}),
+    # the eval-set generator degrades with kornia on torch; the sub-image cutter only reads and writes images
+    ("faig_lightning.data.make_eval_set", {"torch", "kornia", "skimage"}),
+    ("faig_lightning.data.subimages", set()),
+])
+def test_commands_import_only_what_they_need(module: str, allowed: set[str]) -> None:
+    """W&B loads when a run logs to it, never at start; the data tools start without pytorch_lightning, and the
+    sub-image cutter without torch."""
+    assert loaded(module) <= allowed, loaded(module) - allowed
