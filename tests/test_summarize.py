@@ -151,13 +151,17 @@ def test_plots_written(sweep):
 
 
 def test_status_of_interrupted_old_and_partial_runs(tmp_path):
-    for name in ("running", "old", "partial"):
+    for name in ("running", "old", "partial", "stopped"):
         make_run(tmp_path / name, "1.0", seed=0)
     (tmp_path / "running" / "status.json").write_text(json.dumps({"status": "running", "error": None}))
     (tmp_path / "old" / "status.json").unlink()
     (tmp_path / "partial" / "masking.csv").unlink()
-    running, old, partial = find_runs([tmp_path / "running", tmp_path / "old", tmp_path / "partial"])
+    (tmp_path / "stopped" / "status.json").write_text(json.dumps({
+        "status": "interrupted", "signal": "SIGTERM", "detail": "the target stage stopped at step 6 of 8"}))
+    running, old, partial, stopped = find_runs([tmp_path / n for n in ("running", "old", "partial", "stopped")])
     assert (running.status, running.reason) == ("incomplete", "interrupted or still running (status.json says running)")
+    assert (stopped.status, stopped.reason) == (
+        "incomplete", "interrupted by SIGTERM: the target stage stopped at step 6 of 8 — rerun its command to resume")
     assert (old.status, old.reason) == ("complete", "")
     assert (partial.status, partial.reason) == ("incomplete", "no attribution results (masking.csv missing)")
 

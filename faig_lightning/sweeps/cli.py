@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from faig_lightning.cli import USER_ERROR_EXIT, report_user_error
+from faig_lightning import __version__
+from faig_lightning.cli import USER_ERROR_EXIT, quiet_broken_pipe, report_user_error
 from faig_lightning.errors import FaigError
 from faig_lightning.sweeps.summarize import WANDB_CHOICES, summarize
 
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: DIR when only one is given; required for several)")
     parser.add_argument("--wandb", choices=WANDB_CHOICES, default="auto",
                         help="auto: also log a W&B summary run when the runs logged to W&B; off: never")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
 
@@ -44,7 +46,13 @@ def _runs_markdown(runs_csv: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``faig-summarize``; a user error prints one line ``faig-summarize: error: …`` and returns 2."""
+    """Run ``faig-summarize``; a user error prints one line ``faig-summarize: error: …`` and returns 2; a closed
+    stdout ends quietly."""
+    with quiet_broken_pipe():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     log = logging.getLogger("faig_lightning.sweeps")
     if not log.handlers:

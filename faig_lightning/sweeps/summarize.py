@@ -159,6 +159,9 @@ def _run_status(run_dir: Path) -> tuple[str, str]:
             return FAILED, str(info.get("error") or "failed (status.json records no error)")
         if recorded == "running":
             return INCOMPLETE, "interrupted or still running (status.json says running)"
+        if recorded == "interrupted":
+            where = f": {info['detail']}" if info.get("detail") else ""
+            return INCOMPLETE, f"interrupted by {info.get('signal') or 'a signal'}{where} — rerun its command to resume"
         if recorded != COMPLETE:
             return INCOMPLETE, f"unknown status {recorded!r} in status.json"
     if not (run_dir / "summary.json").is_file():
