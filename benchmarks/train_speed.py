@@ -7,15 +7,19 @@ with the opt-in ``compile`` and ``precision=bf16-mixed`` settings, and with ``fa
 crops cut from an image store on the device, ``SRModule(sync_free=True)``, the EMA on the device). All read the same
 HR crops of the built-in photos (``HRCropDataset``, in memory, no workers). Times are ms per iteration over the
 iterations after ``--warmup`` (which absorb compilation); CUDA rows synchronise before starting and stopping the
-clock, never in between.
+clock, never in between, and count the host-device synchronisations per iteration over the second half of the
+warm-up (``torch.cuda.set_sync_debug_mode``, outside the timed iterations). ``--only TEXT`` keeps the rows whose
+label contains it (e.g. ``--only fast=true``); the plain loop always runs.
 
     python benchmarks/train_speed.py [--net paper|small] [--steps 40] [--warmup 15] [--batch-size 16] [--gt-size 64]
+                                     [--no-compile] [--only TEXT]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -84,15 +88,29 @@ def plain_loop(net_spec: dict, data: DataLoader, device: torch.device, warmup: i
 
 class _Clock(pl.Callback):
     """Wall time from the start of iteration ``warmup`` to the end of the last one (``max_steps``); the device is
-    synchronised at those two points only, so that the host may run ahead of it as in training."""
+    synchronised at those two points only, so that the host may run ahead of it as in training. On CUDA, the
+    synchronisations of iterations ``warmup // 2`` to ``warmup - 1`` are counted (``syncs``, per iteration)."""
 
     def __init__(self, warmup: int, device: torch.device) -> None:
         self.warmup, self.device = warmup, device
         self.start = self.end = 0.0
         self.steps = 0
+        self.syncs: float | None = None
+        self._recording: warnings.catch_warnings | None = None
+        self._caught: list[warnings.WarningMessage] = []
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.warmup // 2 and self.warmup >= 2 and self.device.type == "cuda":
+            self._recording = warnings.catch_warnings(record=True)
+            self._caught = self._recording.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
         if batch_idx == self.warmup:
+            if self._recording is not None:
+                torch.cuda.set_sync_debug_mode(0)
+                self._recording.__exit__(None, None, None)
+                counted = sum("synchroniz" in str(w.message) for w in self._caught)
+                self.syncs = counted / (self.warmup - self.warmup // 2)
             sync(self.device)
             self.start = time.perf_counter()
 
@@ -104,9 +122,10 @@ class _Clock(pl.Callback):
 
 
 def faig_train_step(net_spec: dict, data: DataLoader, device: torch.device, warmup: int, compile: bool | str,
-                    precision: str, fast: bool) -> float:
+                    precision: str, fast: bool) -> tuple[float, float | None]:
     """ms per iteration of ``SRModule`` under a Lightning ``Trainer`` with the EMA callback, as ``faig-train``
-    (``fast``: as ``faig-train fast=true``, the crops of ``data`` cut on the device)."""
+    (``fast``: as ``faig-train fast=true``, the crops of ``data`` cut on the device), and the synchronisations per
+    iteration (CUDA; None elsewhere)."""
     torch.manual_seed(0)
     module = SRModule(net_spec, DEGRADATION, stage="target", lr=LR, compile=compile, log_images=False,
                       sync_free=fast)
@@ -118,7 +137,7 @@ def faig_train_step(net_spec: dict, data: DataLoader, device: torch.device, warm
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, callbacks=[ema, clock], benchmark=device.type == "cuda")
     trainer.fit(module, train_dataloaders=data)
-    return 1000 * (clock.end - clock.start) / clock.steps
+    return 1000 * (clock.end - clock.start) / clock.steps, clock.syncs
 
 
 def main() -> None:
@@ -130,12 +149,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gt-size", type=int, default=64)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--only", default="", help="keep the faig-train rows whose label contains this text")
     args = parser.parse_args()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     data = loader(args.batch_size, args.gt_size, args.warmup + args.steps)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; batch {args.batch_size} x "
           f"{args.gt_size} px HR; {args.steps} timed iterations after {args.warmup}")
-    print(f"{'device':28s} {'net':6s} {'run':46s} {'ms/iter':>8s} {'vs plain':>8s}")
+    print(f"{'device':28s} {'net':6s} {'run':46s} {'ms/iter':>8s} {'vs plain':>8s} {'syncs/iter':>10s}")
     for device in devices:
         net = args.net or ("paper" if device.type == "cuda" else "small")
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -153,8 +173,11 @@ def main() -> None:
         plain = "plain PyTorch loop, eager, float32"
         print(f"{name:28s} {net:6s} {plain:46s} {reference:8.1f} {1.0:7.2f}x", flush=True)
         for label, compile_mode, precision, fast in variants:
-            ms = faig_train_step(NETS[net], data, device, args.warmup, compile_mode, precision, fast)
-            print(f"{name:28s} {net:6s} {label:46s} {ms:8.1f} {reference / ms:7.2f}x", flush=True)
+            if args.only not in label:
+                continue
+            ms, syncs = faig_train_step(NETS[net], data, device, args.warmup, compile_mode, precision, fast)
+            counted = "" if syncs is None else f"{syncs:10.1f}"
+            print(f"{name:28s} {net:6s} {label:46s} {ms:8.1f} {reference / ms:7.2f}x {counted}", flush=True)
 
 
 if __name__ == "__main__":
