@@ -4,8 +4,9 @@ Hydra commands (``faig-train``, ``faig-attribute``) also record each job's statu
 (``running`` → ``complete`` | ``failed`` | ``interrupted``), hold ``<run>/.lock`` while a job runs (a second copy
 in the same folder is refused) and log to ``<run>/<job>.log``. In a multirun a failed job does not stop the other
 jobs; the command exits 2 at the end, naming the failed jobs. SIGTERM (what SLURM sends at a time limit or
-preemption) and SIGINT (Ctrl-C) end the job with status ``interrupted`` and exit code 128 + the signal's number;
-while a trainer runs, they stop it after the current step with ``last.ckpt`` saved (``faig_lightning.train``).
+preemption), SIGUSR1 (SLURM's early warning with ``--signal=USR1@<seconds>``) and SIGINT (Ctrl-C) end the job with
+status ``interrupted`` and exit code 128 + the signal's number; while a trainer runs, they stop it after the current
+step with ``last.ckpt`` saved (``faig_lightning.train``), and the same command run again resumes from there.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from faig_lightning import __version__
 from faig_lightning.atomic import atomic_write_text
@@ -37,6 +40,9 @@ USER_ERROR_EXIT = 2
 STATUS_FILE = "status.json"
 LOCK_FILE = ".lock"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+CONFIG_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+"""Hydra's command-line options that choose the config (kept when a DDP worker re-runs one job of a multirun)."""
 
 log = logging.getLogger("faig_lightning")
 _failed_jobs: list[str] = []
@@ -44,7 +50,8 @@ _state: dict[str, Any] = {"prog": "faig", "job_started": False, "signal": None, 
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT ended the job (a BaseException, like KeyboardInterrupt: no ``except Exception`` eats it)."""
+    """SIGTERM, SIGINT or SIGUSR1 ended the job (a BaseException, like KeyboardInterrupt: no ``except Exception``
+    eats it)."""
 
     def __init__(self, signum: int, detail: str = "") -> None:
         super().__init__(signum, detail)
@@ -130,16 +137,29 @@ def quiet_broken_pipe() -> Iterator[None]:
 
 
 def is_rank_zero() -> bool:
-    """True in the process that owns the run folder (not a DDP worker started by Lightning)."""
-    return all(os.environ.get(k, "0") in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    """True in the process that owns the run folder: not a DDP worker started by Lightning, nor a SLURM task
+    other than the job's first (``srun`` / ``tasks_per_node`` > 1 start one process per device)."""
+    return all(os.environ.get(k, "0") in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
+
+
+def job_record() -> dict[str, Any]:
+    """What identifies the job in ``status.json``: its Hydra overrides (``hydra.overrides.task``, whatever the
+    launcher: under submitit ``sys.argv`` is submitit's) and, in a multirun, its number and sweep folder."""
+    if not HydraConfig.initialized():
+        return {"argv": sys.argv[1:]}
+    hc = HydraConfig.get()
+    record: dict[str, Any] = {"overrides": list(hc.overrides.task)}
+    if hc.mode == RunMode.MULTIRUN:
+        record.update(job=hc.job.num, sweep_dir=str(Path(hc.sweep.dir).resolve()))
+    return record
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     """``<run>/status.json``: ``running``, ``complete``, ``failed`` (with ``error``) or ``interrupted`` (with
-    ``signal`` and ``detail``), atomically."""
+    ``signal`` and ``detail``), with the job's ``job_record``, atomically."""
     if not is_rank_zero():
         return
-    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:], **extra}
+    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **job_record(), **extra}
     atomic_write_text(run_dir / STATUS_FILE, json.dumps(record, indent=2) + "\n")
 
 
@@ -213,14 +233,14 @@ def group_options(group: str) -> str:
 
 
 def received_signal() -> int | None:
-    """The SIGTERM or SIGINT this process received, if any."""
+    """The SIGTERM, SIGINT or SIGUSR1 this process received, if any."""
     return _state["signal"]
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    """SIGTERM / SIGINT: raise ``Interrupted``, unless a Lightning trainer runs. A trainer puts its own SIGTERM
-    handler in front of this one (and calls this one from it): it stops after the current step, saving
-    ``last.ckpt``. Ctrl-C is passed to it as SIGTERM; a second Ctrl-C stops at once."""
+    """SIGTERM / SIGINT / SIGUSR1: raise ``Interrupted``, unless a Lightning trainer runs. A trainer puts its own
+    SIGTERM handler in front of this one (and calls this one from it): it stops after the current step, saving
+    ``last.ckpt``. Ctrl-C and SIGUSR1 are passed to it as SIGTERM; a second one stops at once."""
     _state["signal"] = _state["signal"] or signum
     trainer_handler = signal.getsignal(signal.SIGTERM)
     if trainer_handler is _on_signal or not callable(trainer_handler):  # no trainer runs
@@ -235,9 +255,9 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """Route SIGTERM and SIGINT to ``_on_signal`` within the block."""
+    """Route SIGTERM, SIGINT and SIGUSR1 to ``_on_signal`` within the block."""
     _state.update(signal=None, stopping=False)
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -259,6 +279,38 @@ def record_failure(what: str, line: str) -> None:
     _failed_jobs.append(f"{what} ({line.split(': error: ', 1)[-1][:160]})")
 
 
+def _config_options(argv: list[str]) -> list[str]:
+    """The options of ``argv`` that choose the config (``CONFIG_OPTIONS``), with their values."""
+    kept, tokens = [], iter(argv)
+    for token in tokens:
+        if token.split("=", 1)[0] in CONFIG_OPTIONS:
+            kept += [token] if "=" in token else [token, next(tokens, "")]
+    return kept
+
+
+@contextmanager
+def ddp_workers_join_this_job() -> Iterator[None]:
+    """In a multirun job, point Lightning's DDP launcher at this job alone.
+
+    The launcher starts each extra process with ``sys.argv`` plus ``hydra.run.dir=<HydraConfig's run.dir>``: from
+    a multirun that would run the whole sweep again, in a second ``${now:…}`` sweep folder. Within the block the
+    command line is this job's (its overrides, ``hydra.mode=RUN``) and run.dir is the job's folder."""
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    if hc is None or hc.mode != RunMode.MULTIRUN or not is_rank_zero():
+        yield
+        return
+    argv, run_dir = list(sys.argv), hc.run.dir
+    sys.argv = [argv[0], *_config_options(argv[1:]), *hc.overrides.task, "hydra.mode=RUN"]
+    with read_write(hc):
+        hc.run.dir = hc.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        with read_write(hc):
+            hc.run.dir = run_dir
+
+
 def _fail(prog: str, run_dir: Path, multirun: bool, err: FaigError) -> None:
     line = report_user_error(prog, err)
     if not multirun:
@@ -269,13 +321,14 @@ def _fail(prog: str, run_dir: Path, multirun: bool, err: FaigError) -> None:
 def run_job(prog: str, run_dir: Path, multirun: bool, job: Callable[[], Any]) -> Any:
     """Run one Hydra job with its lock and status file; a user error fails the job with one line.
 
-    A single run exits with code 2; a multirun job is recorded as failed and the sweep goes on. SIGTERM / SIGINT
-    stop the command (multirun included) with status ``interrupted`` and exit code 128 + the signal.
+    A single run exits with code 2; a multirun job is recorded as failed and the sweep goes on. SIGTERM / SIGINT /
+    SIGUSR1 stop the command (multirun included) with status ``interrupted`` and exit code 128 + the signal, under
+    any Hydra launcher (submitit runs the job in a process of its own).
     """
     _state["job_started"] = True
     route_library_logs()
     try:
-        with run_folder_lock(run_dir):
+        with interruptible(), ddp_workers_join_this_job(), run_folder_lock(run_dir):
             return _run_locked(prog, run_dir, multirun, job)
     except FolderInUse as err:  # another copy runs in this folder: its status file is not ours to touch
         return _fail(prog, run_dir, multirun, err)

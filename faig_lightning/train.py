@@ -14,8 +14,11 @@ import inspect
 import io
 import json
 import logging
+import os
 import shutil
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.plugins import TorchCheckpointIO
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -39,7 +43,7 @@ from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.validation import check_model
 from faig_lightning.callbacks import AttributionCallback, ForeachEMA
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
-from faig_lightning.cli import Interrupted, main_with_exit_code, received_signal, run_job
+from faig_lightning.cli import Interrupted, is_rank_zero, main_with_exit_code, received_signal, run_job
 from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.data.device_crops import DeviceCrops
 from faig_lightning.data.eval_set import PairedEvalSet
@@ -269,6 +273,8 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
             settings.check_filters(len(settings.index(module.net)))
         stage_dir = run_dir / stage
         last = stage_dir / "checkpoints" / "last.ckpt"
+        if is_rank_zero():
+            _adopt_hpc_checkpoint(stage_dir, last, keep=cfg.resume)
         resume_step = _resume_step(module, last, seed) if cfg.resume and last.is_file() else None
         datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"],
                                  seed=kwargs["seed"], margin=module.degrade.margin, on_device=cfg.fast)
@@ -286,6 +292,45 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
         _check_crop_border(module.crop_border, datamodule.eval_set)
         plans.append(StagePlan(stage, kwargs, datamodule, stage_dir, resume_step, retrain))
     return plans, settings
+
+
+def _adopt_hpc_checkpoint(stage_dir: Path, last: Path, keep: bool) -> None:
+    """Lightning's SLURM auto-requeue leaves ``<stage>/hpc_ckpt_<n>.ckpt`` (saved at SIGUSR1): the newest of these
+    becomes ``last.ckpt`` when it is further on (``keep``), and all are removed, so that every restart resumes
+    from ``last.ckpt`` alone (Lightning would otherwise prefer them under SLURM when no checkpoint is given)."""
+    hpc = sorted(stage_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    if keep and hpc:
+        newest = read_lightning_checkpoint(hpc[-1]).get("global_step", 0)
+        if newest > _step_or(last, default=-1):
+            last.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(hpc.pop(), last)
+            log.info("resuming from Lightning's SLURM checkpoint (step %d), now %s", newest, last)
+    for path in hpc:
+        path.unlink()
+
+
+def _step_or(path: Path, default: int) -> int:
+    """The ``global_step`` of a checkpoint; ``default`` when it is missing or unreadable."""
+    try:
+        return int(read_lightning_checkpoint(path).get("global_step", 0)) if path.is_file() else default
+    except FaigError:
+        return default
+
+
+@contextmanager
+def _slurm_requeue(trainer: pl.Trainer) -> Iterator[None]:
+    """Under SLURM with auto-requeue (Lightning's default there), SIGUSR1 is Lightning's while it trains: it saves
+    ``hpc_ckpt_<n>.ckpt`` and requeues the job (``scontrol requeue``); SLURM then ends the job with SIGTERM, which
+    stops training with ``last.ckpt`` saved and status ``interrupted``. Elsewhere SIGUSR1 stops like SIGTERM."""
+    env = trainer._accelerator_connector.cluster_environment  # what Lightning's signal handling reads
+    if not (isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None):
+        yield
+        return
+    ours = signal.signal(env.requeue_signal, signal.SIG_DFL)  # Lightning installs its handler only over the default
+    try:
+        yield
+    finally:
+        signal.signal(env.requeue_signal, ours)
 
 
 def _start_afresh(plan: StagePlan, run_dir: Path) -> None:
@@ -374,7 +419,8 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
             trainer = _trainer(cfg, scfg, stage_dir, logger, callbacks)
             resume = str(last) if plan.resume_step is not None else None
             try:
-                trainer.fit(module, datamodule=plan.datamodule, ckpt_path=resume)
+                with _slurm_requeue(trainer):
+                    trainer.fit(module, datamodule=plan.datamodule, ckpt_path=resume)
             except SIGTERMException:
                 _stop_if_signalled(trainer, stage, saved=True)
                 raise
@@ -472,5 +518,7 @@ def main() -> None:
     main_with_exit_code("faig-train", _hydra_main)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m: call the importable module's main, which submitit can pickle by reference
+    from faig_lightning import train
+
+    train.main()

@@ -137,17 +137,18 @@ def _step(ckpt: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigint_save_last_ckpt_and_the_rerun_completes(tmp_path):
+def test_sigterm_sigint_and_sigusr1_save_last_ckpt_and_the_rerun_completes(tmp_path):
     """SIGTERM (SLURM's time limit) after the first checkpoint: status ``interrupted``, last.ckpt at the step it
     stopped, the resume line, exit 143. The rerun (taking over a lock file left by a dead process) gets Ctrl-C:
-    the same with exit 130. The third run finishes from there."""
+    the same with exit 130; the next, SIGUSR1 (SLURM's ``--signal=USR1@<s>`` warning, outside SLURM's
+    auto-requeue): exit 138. The last run finishes from there."""
     run = tmp_path / "run"
     args = ["stage=baseline", "baseline.max_steps=24", "logger=none", f"hydra.run.dir={run}"]
     last = run / "baseline" / "checkpoints" / "last.ckpt"
     run.mkdir()
     (run / LOCK_FILE).write_text("999999999\n")  # left by a process that no longer exists
     previous = 0
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         proc = _start(tmp_path, *args)
         _wait_for(lambda: last.is_file() and last.stat().st_mtime_ns != previous, proc)  # noqa: B023
         assert (run / LOCK_FILE).read_text().strip() == str(proc.pid)  # the live run holds the folder
