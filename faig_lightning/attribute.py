@@ -31,7 +31,7 @@ from faig_lightning.config import CONF_DIR, flat, plain
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import build_net
-from faig_lightning.train import _run_names
+from faig_lightning.train import run_names
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
 
 @hydra.main(config_path=CONF_DIR, config_name="attribute", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
-    run_dir, job, group, multirun = _run_names()  # named and grouped like faig-train's jobs
+    run_dir, job, group, multirun = run_names()  # named and grouped like faig-train's jobs
     overrides = list(HydraConfig.get().overrides.task)
     run_job("faig-attribute", run_dir, multirun, lambda: attribute(cfg, run_dir, overrides, job, group))
 

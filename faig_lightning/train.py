@@ -108,10 +108,11 @@ def _swept_overrides(hc: DictConfig) -> list[str]:
     return [o.input_line for o in job if o.get_key_element() in swept]
 
 
-def _run_names() -> tuple[Path, str, str, bool]:
-    """(run folder, job name, W&B group, multirun?): a multirun groups its jobs by sweep folder and names each
-    ``<sweep folder>-<its swept values>`` (e.g. ``blur_sweep-degradation.blur.sigma=2``; the job number when
-    nothing is swept); a single run is named and grouped by its folder."""
+def run_names() -> tuple[Path, str, str, bool]:
+    """(run folder, job name, W&B group, multirun?) of a Hydra job: a multirun groups its jobs by sweep folder and
+    names each ``<sweep folder>-<its swept values>`` (e.g. ``blur_sweep-degradation.blur.sigma=2``; the job number
+    when nothing is swept); a single run is named and grouped by its folder. A stage whose ``baseline_ckpt`` lies in
+    a recorded run folder logs into that run's group instead (``loggers.wandb_group``)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     if hc.mode == RunMode.MULTIRUN:
@@ -397,9 +398,8 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
                                           provenance={"baseline_ckpt": str(Path(baseline_ckpt).resolve()),
                                                       "target_ckpt": str(last.resolve()),
                                                       "model": plain(cfg.model), "scale": cfg.scale})
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}",
-                                  group if multirun else loggers.wandb_group(group, baseline_ckpt),
+                                  loggers.wandb_group(group, baseline_ckpt),
                                   loggers.run_config(plain(cfg), stage, plan.module_kwargs["seed"], baseline_ckpt),
                                   stage_dir=str(stage_dir), tags=loggers.run_tags(stage, plain(cfg.model)))
     try:
@@ -509,7 +509,7 @@ def train(cfg: DictConfig, run_dir: Path, job: str, group: str) -> float | None:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    run_dir, job, group, multirun = _run_names()
+    run_dir, job, group, multirun = run_names()
     return run_job("faig-train", run_dir, multirun, lambda: train(cfg, run_dir, job, group))
 
 

@@ -115,8 +115,9 @@ def test_config_is_what_each_stage_used(trained):
 
 @pytest.mark.slow
 def test_groups_names_tags_and_record(trained):
-    """A run folder records its W&B runs; a target trained on a named baseline joins its group; a multirun is
-    grouped by sweep folder and names each run by its swept values; tags name stage, model, experiment, user's."""
+    """A run folder records its W&B runs; targets trained on a named baseline join its group (a sweep of them
+    too); a multirun is otherwise grouped by sweep folder and names each run by its swept values; tags name stage,
+    model, experiment, user's."""
     tmp, run = trained
     record = wandb_record(run)
     assert wandb_record(run / "target" / "checkpoints" / "last.ckpt") == record
@@ -127,11 +128,13 @@ def test_groups_names_tags_and_record(trained):
         assert logged["tags"] == entry["tags"] == [stage, "srresnet_small", "mine"]
         assert run_group(entry["dir"]) == record["group"] == "run"
 
-    later = tmp / "later"
+    later = tmp / "later"  # a sweep of targets on the named baseline: the baseline's group, not the sweep's
     faig_train(tmp, "stage=target", f"baseline_ckpt={run}/baseline/net_g.pth", "attribution=none", "logger=wandb",
-               f"hydra.run.dir={later}")
-    entry = wandb_record(later)["runs"]["target"]
-    assert run_group(entry["dir"]) == entry["group"] == "run" and entry["name"] == "later-target"
+               "target.lr=0.001,0.002", f"hydra.sweep.dir={later}", multirun=True)
+    for job, lr in (("0", "0.001"), ("1", "0.002")):
+        entry = wandb_record(later / job)["runs"]["target"]
+        assert run_group(entry["dir"]) == entry["group"] == "run"
+        assert entry["name"] == f"later-target.lr={lr}-target"
 
     sweep = tmp / "blur_sweep"
     faig_train(tmp, "stage=baseline", "experiment=quickstart", "baseline.max_steps=2", "seed=0,1", "logger=wandb",
