@@ -377,6 +377,11 @@ def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
                 except HydraException as exc:  # raised outside Hydra's own reporting (e.g. under --help)
                     print(exc, file=sys.stderr)
                     raise SystemExit(1) from None
+                except ValueError as exc:  # Hydra refusing its own flags together (-m with --cfg, …)
+                    if _state["job_started"]:
+                        raise
+                    print(exc, file=sys.stderr)
+                    raise SystemExit(1) from None
         except Interrupted as exc:  # before a job started: nothing to record
             report_user_error(prog, FaigError(f"interrupted by {exc.name} before the run started — run the "
                                               "command again"))

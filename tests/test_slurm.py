@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import TINY, cli_env, faig_train
 
 QUICK = ["stage=both", "baseline.max_steps=2", "target.max_steps=2", "logger=none", "attribution.steps=2",
@@ -113,3 +114,24 @@ def test_newer_lightning_hpc_checkpoint_becomes_last_ckpt(tmp_path):
         torch.save({"state_dict": {}, "global_step": step}, path)
     _adopt_hpc_checkpoint(tmp_path, last, keep=True)
     assert torch.load(last)["global_step"] == 6 and not list(tmp_path.glob("hpc_ckpt_*"))
+
+
+def test_the_documented_multi_node_command_composes(tmp_path):
+    """The README's SLURM command line (checked with ``--cfg hydra``; ``-m`` with ``--cfg`` is one line, exit 2):
+    SLURM's tasks per node are the trainer's devices, and USR1 comes 120 s before the time limit."""
+    command = ["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=4",
+               "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=1440",
+               "+hydra.launcher.additional_parameters.signal=USR1@120", "trainer=ddp", "trainer.devices=4",
+               "trainer.num_nodes=2"]
+    shown = subprocess.run([sys.executable, "-m", "faig_lightning.train", *command, "--cfg", "hydra"],
+                           capture_output=True, text=True, env=cli_env(tmp_path), timeout=120)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["additional_parameters"] == {"signal": "USR1@120"}
+    refused = faig_train(tmp_path, *command, "--cfg", "hydra", multirun=True, check=False)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and "Only one of --run, --multirun, --cfg" in refused.stderr
+    assert lines[-1].startswith("faig-train: error: Hydra rejected the command line")
+    assert "Traceback" not in refused.stderr
