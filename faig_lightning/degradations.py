@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
-from kornia.filters import gaussian_blur2d, get_gaussian_kernel2d
+from kornia.filters import filter2d_separable, get_gaussian_kernel1d, get_gaussian_kernel2d
 
 from faig_lightning.errors import FaigError
 
@@ -306,8 +306,10 @@ class DegradationPipeline(torch.nn.Module):
         Masked selection (rather than indexing the firing subset) keeps the step free of host-device syncs.
         """
         if self.blur is not None and self.blur.prob > 0:
-            sigma = p["blur_value"].unsqueeze(1).expand(-1, 2)
-            blurred = gaussian_blur2d(x, self.kernel_size, sigma, border_type="reflect")
+            # kornia's separable Gaussian, what its gaussian_blur2d runs, without that function's check that
+            # reads every sigma back to the host (the sigmas are checked positive when the pipeline is built)
+            kernel = get_gaussian_kernel1d(self.kernel_size, p["blur_value"].unsqueeze(1))
+            blurred = filter2d_separable(x, kernel, kernel, border_type="reflect")
             x = torch.where(p["blur"].view(-1, 1, 1, 1), blurred, x)
         x = downsample(x, self.scale, self.mode)
         if self.noise is not None and self.noise.prob > 0:
