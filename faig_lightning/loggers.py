@@ -1,8 +1,9 @@
 """Experiment loggers: W&B (offline automatically when it cannot log in), CSV, or none.
 
-A W&B run's config is one flat dict built by ``run_config`` (what the stage used); Lightning's own hyper-parameter
-logging is off. Each run folder records its W&B runs in ``wandb_run.json`` (``wandb_record``), which is how a
-target run finds its baseline's group.
+A W&B run's config is one flat dict built by ``run_config`` (what the stage used); the LightningModule and
+DataModule save their hyper-parameters without logging them. pytorch_lightning is imported when a logger is
+built, so reading a run's W&B record (``faig-summarize``) does not load it. Each run folder records its W&B runs
+in ``wandb_run.json`` (``wandb_record``), which is how a target run finds its baseline's group.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import os
 import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
-from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.config import flat
 from faig_lightning.errors import FaigError
+
+if TYPE_CHECKING:
+    from pytorch_lightning.loggers import Logger, WandbLogger
 
 WANDB_MODES = ("online", "offline", "disabled")
 LOGGER_KINDS = ("wandb", "csv", "none")
@@ -158,14 +160,6 @@ def wandb_group(group: str, baseline_ckpt: str | None) -> str:
     return record["group"] if record else group
 
 
-class FlatConfigWandbLogger(WandbLogger):
-    """A ``WandbLogger`` whose run config is only the one given at start: Lightning's module and data
-    hyper-parameters (nested, and with the stage's seed as ``seed``) are not merged into it."""
-
-    def log_hyperparams(self, params: Any) -> None:
-        """Keep the run's flat config as it is."""
-
-
 def _record(save_dir: str, logger: WandbLogger, mode: str) -> None:
     """Add the logger's W&B run to ``<save_dir>/wandb_run.json`` under its job type."""
     run = logger.experiment
@@ -193,11 +187,14 @@ def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group:
     kind = (cfg or {}).get("kind", "none")
     if kind == "none":
         return None
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
     if kind == "csv":
         return CSVLogger(save_dir=stage_dir or save_dir, name="" if stage_dir else "csv", version="")
     mode = resolve_wandb_mode(cfg.get("mode"))
     os.environ.setdefault("WANDB_SILENT", "true")
-    logger = FlatConfigWandbLogger(
+    logger = WandbLogger(
         project=cfg.get("project", "faig-lightning"), entity=cfg.get("entity"), name=name, group=group,
         save_dir=save_dir, mode=mode, config=flat(dict(config)), job_type=job_type or name.rsplit("-", 1)[-1],
         tags=list(dict.fromkeys([*tags, *(cfg.get("tags") or [])])))
@@ -208,6 +205,8 @@ def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group:
 
 def finish(logger: Logger | None) -> None:
     """Close the W&B run so that the next job (multirun, next stage) starts its own run."""
+    from pytorch_lightning.loggers import WandbLogger
+
     if isinstance(logger, WandbLogger):
         import wandb
 

@@ -94,7 +94,7 @@ class SRModule(pl.LightningModule):
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         if not isinstance(sync_free, bool):
             raise FaigError(f"sync_free must be true or false, got {sync_free!r}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # W&B gets one flat config (loggers.run_config)
         self.net = build_net(net)
         for name in frozen_parameters(self.net, freeze):
             self.net.get_parameter(name).requires_grad_(False)

@@ -27,8 +27,18 @@ def loaded(module: str) -> set[str]:
     # the eval-set generator degrades with kornia on torch; the sub-image cutter only reads and writes images
     ("faig_lightning.data.make_eval_set", {"torch", "kornia", "skimage"}),
     ("faig_lightning.data.subimages", set()),
+    # the sweep summary reads stored results and plots them
+    ("faig_lightning.sweeps.cli", {"matplotlib"}),
 ])
 def test_commands_import_only_what_they_need(module: str, allowed: set[str]) -> None:
-    """W&B loads when a run logs to it, never at start; the data tools start without pytorch_lightning, and the
-    sub-image cutter without torch."""
+    """W&B loads when a run logs to it, never at start; the data tools and the sweep summary start without
+    pytorch_lightning, the sub-image cutter and the sweep summary without torch."""
     assert loaded(module) <= allowed, loaded(module) - allowed
+
+
+@pytest.mark.parametrize("package", ["faig_lightning.data", "faig_lightning.attribution"])
+def test_lazy_packages_resolve_every_public_name(package: str) -> None:
+    """Each name a package lists is importable from it (the table of where names live is complete and right)."""
+    code = (f"import {package} as p; missing = [n for n in p.__all__ if getattr(p, n, None) is None]; "
+            "print(missing); assert not missing")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -7,17 +7,38 @@ Typical use::
     write_results(result, "outputs/attribution")
 """
 
-from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
-from faig_lightning.attribution.engine import METHODS, AttributionResult, MaskingRow, run_attribution
-from faig_lightning.attribution.evalset import EvalItem
-from faig_lightning.attribution.faig import Completeness, FaigResult, compute_faig, discriminative_scores
-from faig_lightning.attribution.filters import ConvLayer, FilterIndex, ranking
-from faig_lightning.attribution.masking import FilterMasker
-from faig_lightning.attribution.metrics import Evaluator, gradient_map, gradient_mse_x1000, psnr, quantize, ssim
-from faig_lightning.attribution.panels import Figure2Panel, figure2_panel
-from faig_lightning.attribution.quadrature import RULES, quadrature
-from faig_lightning.attribution.report import masking_markdown, write_results
-from faig_lightning.attribution.settings import AttributionSettings
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
+    from faig_lightning.attribution.engine import METHODS, AttributionResult, MaskingRow, run_attribution
+    from faig_lightning.attribution.evalset import EvalItem
+    from faig_lightning.attribution.faig import Completeness, FaigResult, compute_faig, discriminative_scores
+    from faig_lightning.attribution.filters import ConvLayer, FilterIndex, ranking
+    from faig_lightning.attribution.masking import FilterMasker
+    from faig_lightning.attribution.metrics import Evaluator, gradient_map, gradient_mse_x1000, psnr, quantize, ssim
+    from faig_lightning.attribution.panels import Figure2Panel, figure2_panel
+    from faig_lightning.attribution.quadrature import RULES, quadrature
+    from faig_lightning.attribution.report import masking_markdown, write_results
+    from faig_lightning.attribution.settings import AttributionSettings
+
+_HOMES = {
+    "baselines": ("abs_filter_change", "compute_ig", "random_scores"),
+    "engine": ("METHODS", "AttributionResult", "MaskingRow", "run_attribution"),
+    "evalset": ("EvalItem",),
+    "faig": ("Completeness", "FaigResult", "compute_faig", "discriminative_scores"),
+    "filters": ("ConvLayer", "FilterIndex", "ranking"),
+    "masking": ("FilterMasker",),
+    "metrics": ("Evaluator", "gradient_map", "gradient_mse_x1000", "psnr", "quantize", "ssim"),
+    "panels": ("Figure2Panel", "figure2_panel"),
+    "quadrature": ("RULES", "quadrature"),
+    "report": ("masking_markdown", "write_results"),
+    "settings": ("AttributionSettings",),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "METHODS",
@@ -50,3 +71,13 @@ __all__ = [
     "ssim",
     "write_results",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import ``name`` from its module on first access (PEP 562): a reader of stored results (``faig-summarize``)
+    loads neither torch nor the engine."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value

@@ -25,6 +25,7 @@ from faig_lightning.attribution.locations import unit_types
 from faig_lightning.attribution.modulation import strip_lambdas
 from faig_lightning.attribution.prediction import PredictionResult
 from faig_lightning.attribution.stored import SUMMARY
+from faig_lightning.plotting import save_png, style_masking_axis
 
 MASKING_COLUMNS = [f.name for f in fields(MaskingRow)]
 ANALYSIS_FILES = ("filter_locations.csv", "filter_locations.png", "unit_types.csv", "modulation.csv", "modulation.png",
@@ -37,11 +38,6 @@ log = logging.getLogger(__name__)
 def _write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a name
         np.save(fh, array)
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
 
 
 def row_columns(rows: Sequence[Any]) -> list[str]:
@@ -288,17 +284,6 @@ def drop_markdown(rows: list[MaskingRow]) -> str:
     return "\n".join(lines)
 
 
-def style_masking_axis(ax: Any, masked: str, inp: str, prefix: str = "") -> None:
-    """Title ("targeted" when the input carries the masked degradation, else "other"), labels and grid of a
-    masked-PSNR-vs-proportion panel."""
-    role = "targeted" if inp == masked else "other"
-    ax.set_title(f"{prefix}mask {masked} filters, {inp} input ({role})", fontsize=9)
-    ax.set_xlabel("masked filters (%)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.ticklabel_format(axis="y", useOffset=False)
-    ax.grid(alpha=0.3)
-
-
 def curves_figure(result: AttributionResult) -> Figure:
     """Masked PSNR vs proportion: a panel per (masked degradation, input degradation), a line per method.
 
@@ -385,19 +370,19 @@ def write_results(result: AttributionResult, out_dir: str | os.PathLike,
             _write_npy(folder / f"{deg}_scores.npy", np.asarray(result.scores[method][deg], dtype=np.float32))
     if result.masking:
         atomic_write_text(out / "masking.csv", masking_csv(result.masking))
-        _save(curves_figure(result), out / "curves.png")
+        save_png(curves_figure(result), out / "curves.png")
     if result.locations:
         atomic_write_text(out / "filter_locations.csv", rows_csv(result.locations))
         atomic_write_text(out / "unit_types.csv", rows_csv(unit_types(result.locations)))
-        _save(locations_figure(result), out / "filter_locations.png")
+        save_png(locations_figure(result), out / "filter_locations.png")
     if result.modulation:
         atomic_write_text(out / "modulation.csv", rows_csv(result.modulation))
-        _save(modulation_figure(result), out / "modulation.png")
-        _save(strip_figure(result), out / "modulation_strip.png")
+        save_png(modulation_figure(result), out / "modulation.png")
+        save_png(strip_figure(result), out / "modulation_strip.png")
     if result.prediction is not None:
         atomic_write_text(out / "degradation_prediction.json", json.dumps(result.prediction.to_dict(), indent=2) + "\n")
         atomic_write_text(out / "degradation_prediction.csv", prediction_csv(result.prediction))
-        _save(prediction_figure(result.prediction), out / "degradation_prediction.png")
+        save_png(prediction_figure(result.prediction), out / "degradation_prediction.png")
     payload = {**summary(result), "provenance": provenance or {}}
     text = json.dumps(payload, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))
     atomic_write_text(out / SUMMARY, text + "\n")

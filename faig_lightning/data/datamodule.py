@@ -87,7 +87,7 @@ class SRDataModule(pl.LightningDataModule):
         unknown = sorted(set(eval_kwargs) - set(EVAL_SET_KEYS))
         if unknown:
             raise FaigError(f"unknown key(s) {unknown} in data.eval; valid keys are {list(EVAL_SET_KEYS)}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # W&B gets one flat config (loggers.run_config)
         self.scale = scale
         self.train_source = train_source
         self.train_dir = train_dir

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from faig_lightning.atomic import atomic_path
-from faig_lightning.attribution.report import style_masking_axis
+from faig_lightning.plotting import style_masking_axis
 
 if TYPE_CHECKING:
     from faig_lightning.sweeps.summarize import Overlap, RunRecord
@@ -23,13 +20,6 @@ PROPORTIONS_KEY = "attribution.proportions"
 """The masked proportions: the x axis of the curves, not a swept setting of their own."""
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "x"]
-
-
-def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` as a PNG at ``path`` atomically; return ``path``."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return Path(path)
 
 
 def _float(text: str | None) -> float | None:

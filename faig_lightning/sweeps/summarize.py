@@ -26,6 +26,7 @@ from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.stored import SETUP_KEYS
 from faig_lightning.errors import FaigError
+from faig_lightning.plotting import save_png
 from faig_lightning.sweeps import plots, seeds
 
 log = logging.getLogger(__name__)
@@ -366,15 +367,15 @@ def _write_plots(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: S
     written = []
     for key in (k for k in keys if k != plots.PROPORTIONS_KEY and any(k in r.overrides for r in done)):
         path = out / f"drop_vs_{_file_name(key)}.png"
-        written.append(plots.save_png(plots.drop_vs_figure(done, key), path))
+        written.append(save_png(plots.drop_vs_figure(done, key), path))
     ranked = sources(done)
     for method in dict.fromkeys(row["method"] for r in done for row in r.masking):
         path = out / f"curves_{_file_name(method)}.png"
-        written.append(plots.save_png(plots.curves_figure(done, method, keys, ranked), path))
+        written.append(save_png(plots.curves_figure(done, method, keys, ranked), path))
     for deg, p in dict.fromkeys((o.degradation, o.proportion) for o in overlap_rows):
         path = out / f"overlap_{_file_name(deg)}_p{p:g}.png"
         cells = [o for o in overlap_rows if o.degradation == deg and o.proportion == p]
-        written.append(plots.save_png(plots.overlap_figure(cells, f"FAIG top {p:g}% filters, {deg}"), path))
+        written.append(save_png(plots.overlap_figure(cells, f"FAIG top {p:g}% filters, {deg}"), path))
     return written
 
 
