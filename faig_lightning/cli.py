@@ -46,7 +46,7 @@ CONFIG_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir"
 
 log = logging.getLogger("faig_lightning")
 _failed_jobs: list[str] = []
-_state: dict[str, Any] = {"prog": "faig", "job_started": False, "signal": None, "stopping": False}
+_state: dict[str, Any] = {"prog": "faig", "job_started": False, "launched": False, "signal": None, "stopping": False}
 
 
 class Interrupted(BaseException):
@@ -210,7 +210,8 @@ def check_output_folder(folder: str | os.PathLike, option: str) -> None:
 
 class CheckOutputFolder(HydraCallback):
     """Hydra callback: the run (or sweep) folder must be writable before Hydra writes into it, else one line and
-    exit code 2 instead of Hydra's traceback."""
+    exit code 2 instead of Hydra's traceback. Past it, Hydra has accepted the command line: a later failure of a
+    launcher that runs the jobs in other processes (submitit) is not reported as a rejected command line."""
 
     def _check(self, folder: str, option: str) -> None:
         try:
@@ -218,6 +219,7 @@ class CheckOutputFolder(HydraCallback):
         except FaigError as err:
             report_user_error(_state["prog"], err, log_it=False)
             raise SystemExit(USER_ERROR_EXIT) from None
+        _state["launched"] = True
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "hydra.run.dir")
@@ -363,7 +365,7 @@ def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
     stdout ends quietly; SIGTERM / SIGINT end with one line (see ``run_job``).
     """
     _failed_jobs.clear()
-    _state.update(prog=prog, job_started=False)
+    _state.update(prog=prog, job_started=False, launched=False)
     logging.raiseExceptions = False  # a log line that cannot be written (closed pipe, full disk) is dropped
     OmegaConf.register_new_resolver("faig_options", group_options, replace=True)
     with quiet_broken_pipe():
@@ -389,9 +391,15 @@ def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
         except SystemExit as exc:
             if exc.code != 1 or _state["job_started"]:
                 raise
+            if _state["launched"]:  # Hydra printed the launcher's error: submitit got no result from a job
+                report_user_error(prog, FaigError("a job ended without a result (its error is above: interrupted, "
+                                                  "killed, out of memory) — its status.json says where it stopped; "
+                                                  "rerun the same command to resume"), log_it=False)
+                raise SystemExit(USER_ERROR_EXIT) from None
             # Hydra printed its message (an unknown key, a sweep value without -m, …) and exited 1
             report_user_error(prog, FaigError(f"Hydra rejected the command line (its message is above) — fix the "
-                                              f"override; '{prog} --help' lists the config groups and examples"))
+                                              f"override; '{prog} --help' lists the config groups and examples"),
+                              log_it=False)
             raise SystemExit(USER_ERROR_EXIT) from None
     if _failed_jobs:
         print(f"{prog}: error: {len(_failed_jobs)} job(s) failed: {'; '.join(_failed_jobs)}", file=sys.stderr)

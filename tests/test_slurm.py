@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from helpers import TINY, cli_env, faig_train
 
+from faig_lightning.cli import LOCK_FILE
+from faig_lightning.config import CONF_DIR
+
+SLURM_COMMAND = ["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=4",
+                 "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=1440",
+                 "+hydra.launcher.additional_parameters.signal=USR1@120", "trainer=ddp", "trainer.devices=4",
+                 "trainer.num_nodes=2"]
+"""The README's multi-node command (without the experiment and data)."""
 QUICK = ["stage=both", "baseline.max_steps=2", "target.max_steps=2", "logger=none", "attribution.steps=2",
          "attribution.methods=[faig]", "attribution.proportions=[10]", "attribution.analyses=[]"]
 """Two stages of two steps and a small attribution: a run that ends ``complete`` in seconds."""
@@ -24,6 +31,14 @@ QUICK = ["stage=both", "baseline.max_steps=2", "target.max_steps=2", "logger=non
 
 def _status(run: Path) -> dict:
     return json.loads((run / "status.json").read_text())
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exited {proc.returncode} early:\n{proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -44,6 +59,26 @@ def test_submitit_local_multirun_lands_in_the_sweep_folder_and_is_summarised(tmp
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert (summary["complete"], summary["failed"], summary["incomplete"]) == (2, 0, 0)
 
+
+@pytest.mark.slow
+def test_sigusr1_to_a_submitit_job_interrupts_it_and_the_launcher_ends_in_one_line(tmp_path):
+    """SIGUSR1 to a job that submitit runs (its pid is in the job folder's lock): last.ckpt saved, status
+    ``interrupted`` with the job's overrides; the launcher, left without the job's result, ends in one line."""
+    sweep = tmp_path / "sweep"
+    last = sweep / "0" / "baseline" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "faig_lightning.train", "-m", *TINY, "stage=baseline",
+                             "baseline.max_steps=40", "logger=none", "hydra/launcher=submitit_local", "seed=3",
+                             f"hydra.sweep.dir={sweep}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=cli_env(tmp_path))
+    _wait_for(last.is_file, proc)
+    os.kill(int((sweep / "0" / LOCK_FILE).read_text()), signal.SIGUSR1)
+    _, stderr = proc.communicate(timeout=300)
+    lines = [line for line in stderr.splitlines() if line.startswith("faig-train: error: ")]
+    assert proc.returncode == 2 and lines[-1].startswith("faig-train: error: a job ended without a result"), stderr
+    status = _status(sweep / "0")
+    assert (status["status"], status["signal"], status["job"]) == ("interrupted", "SIGUSR1", 0)
+    assert "seed=3" in status["overrides"]
+    assert 0 < torch.load(last, weights_only=False)["global_step"] < 40
 
 @pytest.mark.slow
 def test_ddp_in_a_multirun_job_leaves_one_sweep_folder(tmp_path):
@@ -83,10 +118,7 @@ def test_sigusr1_under_slurm_auto_requeue_checkpoints_requeues_and_the_requeued_
     last = run / "baseline" / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen([sys.executable, "-m", "faig_lightning.train", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)
-    end = time.monotonic() + 300
-    while not last.is_file():
-        assert proc.poll() is None and time.monotonic() < end, proc.stderr.read()[-3000:]
-        time.sleep(0.02)
+    _wait_for(last.is_file, proc)
     proc.send_signal(signal.SIGUSR1)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
@@ -116,22 +148,28 @@ def test_newer_lightning_hpc_checkpoint_becomes_last_ckpt(tmp_path):
     assert torch.load(last)["global_step"] == 6 and not list(tmp_path.glob("hpc_ckpt_*"))
 
 
-def test_the_documented_multi_node_command_composes(tmp_path):
-    """The README's SLURM command line (checked with ``--cfg hydra``; ``-m`` with ``--cfg`` is one line, exit 2):
-    SLURM's tasks per node are the trainer's devices, and USR1 comes 120 s before the time limit."""
-    command = ["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=4",
-               "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=1440",
-               "+hydra.launcher.additional_parameters.signal=USR1@120", "trainer=ddp", "trainer.devices=4",
-               "trainer.num_nodes=2"]
-    shown = subprocess.run([sys.executable, "-m", "faig_lightning.train", *command, "--cfg", "hydra"],
-                           capture_output=True, text=True, env=cli_env(tmp_path), timeout=120)
-    assert shown.returncode == 0, shown.stderr[-3000:]
-    launcher = yaml.safe_load(shown.stdout)["hydra"]["launcher"]
-    assert launcher["_target_"].endswith("SlurmLauncher")
-    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
-    assert launcher["additional_parameters"] == {"signal": "USR1@120"}
-    refused = faig_train(tmp_path, *command, "--cfg", "hydra", multirun=True, check=False)
-    lines = [line for line in refused.stderr.splitlines() if line.strip()]
-    assert refused.returncode == 2 and "Only one of --run, --multirun, --cfg" in refused.stderr
-    assert lines[-1].startswith("faig-train: error: Hydra rejected the command line")
-    assert "Traceback" not in refused.stderr
+def test_the_documented_multi_node_command_composes():
+    """The README's SLURM command line composes: SLURM's tasks per node are the trainer's devices, and USR1 comes
+    120 s before the time limit."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=SLURM_COMMAND, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    assert (cfg.trainer.num_nodes, cfg.trainer.devices, cfg.trainer.strategy) == (2, 4, "ddp")
+    assert dict(launcher.additional_parameters) == {"signal": "USR1@120"}
+
+
+def test_hydra_flags_that_exclude_each_other_end_in_one_line(monkeypatch, capsys):
+    """Hydra's own refusal (``-m`` with ``--cfg``, a ValueError) keeps its text and ends in one line, exit 2."""
+    from faig_lightning import train
+
+    monkeypatch.setattr(sys, "argv", ["faig-train", "-m", *SLURM_COMMAND, "--cfg", "hydra"])
+    with pytest.raises(SystemExit) as exit_info:
+        train.main()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and "Only one of --run, --multirun, --cfg" in err
+    assert lines[-1].startswith("faig-train: error: Hydra rejected the command line") and "Traceback" not in err
