@@ -228,6 +228,23 @@ class CheckOutputFolder(HydraCallback):
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
+class FailedJobsElsewhere(HydraCallback):
+    """Hydra callback: after a multirun whose jobs ran in other processes (submitit), the jobs whose
+    ``status.json`` says ``failed`` make the command exit 2 naming them, as when the jobs run in this process."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if _state["job_started"]:  # the jobs ran here and recorded their own failures
+            return
+        folders = (p.parent for p in Path(config.hydra.sweep.dir).glob(f"*/{STATUS_FILE}"))
+        for folder in sorted(folders, key=lambda f: (len(f.name), f.name)):
+            try:
+                record = json.loads((folder / STATUS_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("status") == "failed":
+                record_failure(f"job {folder.name}", str(record.get("error") or "failed"))
+
+
 def group_options(group: str) -> str:
     """A config group's options (its YAML files), comma-separated: the help of a command lists the groups it
     uses with ``${faig_options:<group>}``."""

@@ -43,21 +43,26 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 @pytest.mark.slow
 def test_submitit_local_multirun_lands_in_the_sweep_folder_and_is_summarised(tmp_path):
-    """Two jobs through submitit (each its own process): both complete in ``<sweep>/0`` and ``<sweep>/1``, the
-    sweep summary lists both, and each ``status.json`` names the job by its Hydra overrides (not submitit's argv)."""
+    """Three jobs through submitit (each its own process): two complete in ``<sweep>/0`` and ``<sweep>/1``, the
+    third (a bad seed) fails; the sweep summary lists all three, each ``status.json`` names its job by its Hydra
+    overrides (not submitit's argv), and the command exits 2 naming the failed job, as with Hydra's own launcher."""
     sweep = tmp_path / "sweep"
-    faig_train(tmp_path, *QUICK, "hydra/launcher=submitit_local", "seed=0,1", f"hydra.sweep.dir={sweep}",
-               multirun=True)
+    proc = faig_train(tmp_path, *QUICK, "hydra/launcher=submitit_local", "seed=0,1,-1", f"hydra.sweep.dir={sweep}",
+                      multirun=True, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("faig-train: error: ")]
+    assert proc.returncode == 2 and lines == ["faig-train: error: 1 job(s) failed: job 2 (seed must be an integer in "
+                                              "[0, 4294967295], got -1; e.g. seed=0)"], proc.stderr[-3000:]
     for num in (0, 1):
         status = _status(sweep / str(num))
         assert status["status"] == "complete" and (status["job"], status["sweep_dir"]) == (num, str(sweep))
         assert f"seed={num}" in status["overrides"] and "stage=both" in status["overrides"]
         assert (sweep / str(num) / "target" / "net_g.pth").is_file()
+    assert (_status(sweep / "2")["status"], _status(sweep / "2")["job"]) == ("failed", 2)
     assert (sweep / ".submitit").is_dir()  # the jobs ran through submitit
-    runs = {r["run"]: r for r in csv.DictReader((sweep / "runs.csv").open())}
-    assert {k: (r["status"], r["seed"]) for k, r in runs.items()} == {"0": ("complete", "0"), "1": ("complete", "1")}
+    runs = {r["run"]: r["status"] for r in csv.DictReader((sweep / "runs.csv").open())}
+    assert runs == {"0": "complete", "1": "complete", "2": "failed"}
     summary = json.loads((sweep / "sweep_summary.json").read_text())
-    assert (summary["complete"], summary["failed"], summary["incomplete"]) == (2, 0, 0)
+    assert (summary["complete"], summary["failed"], summary["incomplete"]) == (2, 1, 0)
 
 
 @pytest.mark.slow
