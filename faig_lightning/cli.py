@@ -43,6 +43,8 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 CONFIG_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 """Hydra's command-line options that choose the config (kept when a DDP worker re-runs one job of a multirun)."""
+DDP_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+"""What Lightning's DDP launcher sets in the process that starts the workers."""
 
 log = logging.getLogger("faig_lightning")
 _failed_jobs: list[str] = []
@@ -309,16 +311,19 @@ def _config_options(argv: list[str]) -> list[str]:
 
 @contextmanager
 def ddp_workers_join_this_job() -> Iterator[None]:
-    """In a multirun job, point Lightning's DDP launcher at this job alone.
+    """In a multirun job, point Lightning's DDP launcher at this job alone, and end the job's DDP with it.
 
     The launcher starts each extra process with ``sys.argv`` plus ``hydra.run.dir=<HydraConfig's run.dir>``: from
     a multirun that would run the whole sweep again, in a second ``${now:…}`` sweep folder. Within the block the
-    command line is this job's (its overrides, ``hydra.mode=RUN``) and run.dir is the job's folder."""
+    command line is this job's (its overrides, ``hydra.mode=RUN``) and run.dir is the job's folder. Its workers end
+    with the job, so afterwards its process group is closed and the variables that made this process rank 0 are
+    restored: the next job starts workers of its own."""
     hc = HydraConfig.get() if HydraConfig.initialized() else None
     if hc is None or hc.mode != RunMode.MULTIRUN or not is_rank_zero():
         yield
         return
     argv, run_dir = list(sys.argv), hc.run.dir
+    ddp_env = {k: os.environ.get(k) for k in DDP_VARIABLES}
     sys.argv = [argv[0], *_config_options(argv[1:]), *hc.overrides.task, "hydra.mode=RUN"]
     with read_write(hc):
         hc.run.dir = hc.runtime.output_dir
@@ -328,6 +333,14 @@ def ddp_workers_join_this_job() -> Iterator[None]:
         sys.argv = argv
         with read_write(hc):
             hc.run.dir = run_dir
+        distributed = sys.modules.get("torch.distributed")  # imported by whatever started a process group
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
+        for key, value in ddp_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _fail(prog: str, run_dir: Path, multirun: bool, err: FaigError) -> None:

@@ -86,17 +86,20 @@ def test_sigusr1_to_a_submitit_job_interrupts_it_and_the_launcher_ends_in_one_li
     assert 0 < torch.load(last, weights_only=False)["global_step"] < 40
 
 @pytest.mark.slow
-def test_ddp_in_a_multirun_job_leaves_one_sweep_folder(tmp_path):
-    """``-m`` with DDP on 2 CPU processes: Lightning re-runs the command line for the second process; that process
-    joins the job in its folder instead of running the sweep again in a second ``${now:…}`` sweep folder."""
+def test_ddp_in_a_multirun_leaves_one_sweep_folder(tmp_path):
+    """``-m`` with DDP on 2 CPU processes, two jobs: Lightning re-runs the command line for the second process; that
+    process joins its job in the job's folder (instead of running the sweep again in a second ``${now:…}`` sweep
+    folder) and ends with it, and the next job starts a second process of its own."""
     faig_train(tmp_path, "stage=baseline", "baseline.max_steps=2", "logger=none", "trainer=ddp",
-               "trainer.accelerator=cpu", "trainer.devices=2", multirun=True)
+               "trainer.accelerator=cpu", "trainer.devices=2", "seed=0,1", multirun=True)
     (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     assert not (tmp_path / "outputs" / "runs").exists()
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0"]
-    job = sweep / "0"
-    assert _status(job)["status"] == "complete" and (job / "train_ddp_process_1.log").is_file()
-    assert json.loads((job / "baseline" / "summary.json").read_text())["global_step"] == 2
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for num in (0, 1):
+        job = sweep / str(num)
+        assert _status(job)["status"] == "complete" and (job / "train_ddp_process_1.log").is_file()
+        summary = json.loads((job / "baseline" / "summary.json").read_text())
+        assert (summary["seed"], summary["global_step"]) == (num, 2)
 
 
 def _fake_slurm(tmp_path: Path) -> dict[str, str]:
