@@ -421,10 +421,11 @@ def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
         except SystemExit as exc:
             if exc.code != 1 or _state["job_started"]:
                 raise
-            if _state["launched"]:  # Hydra printed the launcher's error: submitit got no result from a job
-                report_user_error(prog, FaigError("a job ended without a result (its error is above: interrupted, "
-                                                  "killed, out of memory) — its status.json says where it stopped; "
-                                                  "rerun the same command to resume"), log_it=False)
+            if _state["launched"]:  # Hydra printed the launcher's error: a job run elsewhere (submitit) crashed
+                report_user_error(prog, FaigError("a job of the sweep crashed or ended without a result (interrupted, "
+                                                  "killed, out of memory; the launcher's error is above) — each job's "
+                                                  "status.json says where it stopped; rerun the same command to "
+                                                  "resume"), log_it=False)
                 raise SystemExit(USER_ERROR_EXIT) from None
             # Hydra printed its message (an unknown key, a sweep value without -m, …) and exited 1
             report_user_error(prog, FaigError(f"Hydra rejected the command line (its message is above) — fix the "

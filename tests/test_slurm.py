@@ -33,6 +33,20 @@ def _status(run: Path) -> dict:
     return json.loads((run / "status.json").read_text())
 
 
+def _build_eval_set(tmp_path: Path, *overrides: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cache the eval set of faig-train's config before parallel jobs start (they would each generate it)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from faig_lightning.data.eval_set import EVAL_SET_KEYS, build_eval_set
+
+    monkeypatch.setenv("FAIG_CACHE_DIR", cli_env(tmp_path)["FAIG_CACHE_DIR"])
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, *overrides])
+    kwargs = OmegaConf.to_container(cfg.data.eval, resolve=True)
+    build_eval_set(scale=cfg.scale, **{k: v for k, v in kwargs.items() if k in EVAL_SET_KEYS})
+
+
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
     end = time.monotonic() + timeout
     while not condition():
@@ -42,11 +56,12 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 @pytest.mark.slow
-def test_submitit_local_multirun_lands_in_the_sweep_folder_and_is_summarised(tmp_path):
+def test_submitit_local_multirun_lands_in_the_sweep_folder_and_is_summarised(tmp_path, monkeypatch):
     """Three jobs through submitit (each its own process): two complete in ``<sweep>/0`` and ``<sweep>/1``, the
     third (a bad seed) fails; the sweep summary lists all three, each ``status.json`` names its job by its Hydra
     overrides (not submitit's argv), and the command exits 2 naming the failed job, as with Hydra's own launcher."""
     sweep = tmp_path / "sweep"
+    _build_eval_set(tmp_path, *QUICK, monkeypatch=monkeypatch)
     proc = faig_train(tmp_path, *QUICK, "hydra/launcher=submitit_local", "seed=0,1,-1", f"hydra.sweep.dir={sweep}",
                       multirun=True, check=False)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("faig-train: error: ")]
@@ -79,7 +94,8 @@ def test_sigusr1_to_a_submitit_job_interrupts_it_and_the_launcher_ends_in_one_li
     os.kill(int((sweep / "0" / LOCK_FILE).read_text()), signal.SIGUSR1)
     _, stderr = proc.communicate(timeout=300)
     lines = [line for line in stderr.splitlines() if line.startswith("faig-train: error: ")]
-    assert proc.returncode == 2 and lines[-1].startswith("faig-train: error: a job ended without a result"), stderr
+    assert proc.returncode == 2 and lines[-1].startswith("faig-train: error: a job of the sweep crashed or ended "
+                                                         "without a result"), stderr
     status = _status(sweep / "0")
     assert (status["status"], status["signal"], status["job"]) == ("interrupted", "SIGUSR1", 0)
     assert "seed=3" in status["overrides"]
