@@ -142,5 +142,7 @@ def main() -> None:
     main_with_exit_code("faig-attribute", _hydra_main)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m: call the importable module's main, which submitit can pickle by reference
+    from faig_lightning import attribute
+
+    attribute.main()

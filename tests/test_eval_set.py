@@ -232,3 +232,24 @@ def test_make_eval_set_cli(tmp_path: Path, gt_dir: Path, gt_images: dict, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("faig-make-evalset: error: out_dir") and "inside gt_dir" in err[0]
     assert not (gt_dir / "faig").exists()
+
+
+def test_a_cache_another_job_built_meanwhile_is_used(tmp_path: Path, gt_images: dict, monkeypatch) -> None:
+    """Two jobs on an empty cache: the one that finishes second finds the folder taken and uses it (same key, same
+    files); a write that fails without a finished folder still fails."""
+    real = eval_set_module.write_eval_set
+
+    def other_job_first(*args, **kwargs):
+        real(*args, **kwargs)  # the other job's complete folder lands under the final name ...
+        return real(*args, **kwargs)  # ... before this job's own rename
+
+    monkeypatch.setattr(eval_set_module, "write_eval_set", other_job_first)
+    ds = PairedEvalSet.generate(gt_images, PAPER_EVAL_DEGRADATIONS, scale=2, seed=5, cache_dir=tmp_path / "c")
+    assert ds.names == list(gt_images) and len(list((tmp_path / "c").iterdir())) == 1
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(eval_set_module, "write_eval_set", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        PairedEvalSet.generate(gt_images, PAPER_EVAL_DEGRADATIONS, scale=2, seed=6, cache_dir=tmp_path / "c")

@@ -206,7 +206,12 @@ class PairedEvalSet(Dataset):
         key = _cache_key(gt_images, specs, scale, downsample, seed)
         folder = Path(cache_dir) / key
         if not folder.is_dir():
-            write_eval_set(gt_images, specs, scale, downsample, seed, folder, gt_folder="gt")
+            try:
+                write_eval_set(gt_images, specs, scale, downsample, seed, folder, gt_folder="gt")
+            except (FaigError, OSError):
+                if not folder.is_dir():
+                    raise
+                # another job built the same cache first (parallel jobs on an empty cache): same key, same files
         return cls.from_folders(folder / "gt", {deg: folder / deg for deg in specs}, scale)
 
 
