@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +130,18 @@ class AllLayers(nn.Module):
         t = t + self.cross(t, torch.cat([t, t], -1), t, need_weights=False)[0]
         f = t.transpose(1, 2).reshape(b, c, h, w)
         return self.tail(relu(self.up(f))) + nn.functional.interpolate(x, scale_factor=2, mode="bilinear")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, values as the exact strings."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Poll ``condition`` until it holds; fail when ``proc`` exits first (with its stderr) or after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"exited {proc.returncode} early:\n{proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, cli_env, faig_train, rand_img, run_cli, save
+from helpers import TINY, cli_env, faig_train, rand_img, run_cli, save, wait_for
 
 from faig_lightning import cli
 from faig_lightning.atomic import atomic_write
@@ -124,14 +123,6 @@ def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path))
 
 
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"exited {proc.returncode} early:\n{proc.stderr.read()[-3000:]}"
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.02)
-
-
 def _step(ckpt: Path) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
 
@@ -150,7 +141,7 @@ def test_sigterm_sigint_and_sigusr1_save_last_ckpt_and_the_rerun_completes(tmp_p
     previous = 0
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         proc = _start(tmp_path, *args)
-        _wait_for(lambda: last.is_file() and last.stat().st_mtime_ns != previous, proc)  # noqa: B023
+        wait_for(lambda: last.is_file() and last.stat().st_mtime_ns != previous, proc)  # noqa: B023
         assert (run / LOCK_FILE).read_text().strip() == str(proc.pid)  # the live run holds the folder
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=300)

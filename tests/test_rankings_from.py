@@ -7,7 +7,6 @@ setup is used, its numbers come back bit for bit, nothing else is recomputed, an
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, cli_env
+from helpers import TINY, cli_env, read_csv
 from hydra import compose, initialize_config_dir
 
 from faig_lightning import loggers
@@ -37,11 +36,6 @@ def _cli(cwd: Path, root: Path, module: str, *args: str, check: bool = True) -> 
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from helpers import read_csv
 
 from faig_lightning.sweeps import load_run, summarize
 from faig_lightning.sweeps.seeds import Criterion
@@ -46,11 +47,6 @@ def make_sweep(root: Path) -> Path:
         make_run(root / str(seed), seed)
     (root / "multirun.yaml").write_text("{}\n")
     return root
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_mean_sd_and_ratio_to_random_over_seeds(tmp_path):

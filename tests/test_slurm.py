@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, cli_env, faig_train
+from helpers import TINY, cli_env, faig_train, wait_for
 
 from faig_lightning.cli import LOCK_FILE
 from faig_lightning.config import CONF_DIR
@@ -45,14 +44,6 @@ def _build_eval_set(tmp_path: Path, *overrides: str, monkeypatch: pytest.MonkeyP
         cfg = compose("train", overrides=[*TINY, *overrides])
     kwargs = OmegaConf.to_container(cfg.data.eval, resolve=True)
     build_eval_set(scale=cfg.scale, **{k: v for k, v in kwargs.items() if k in EVAL_SET_KEYS})
-
-
-def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"exited {proc.returncode} early:\n{proc.stderr.read()[-3000:]}"
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -90,7 +81,7 @@ def test_sigusr1_to_a_submitit_job_interrupts_it_and_the_launcher_ends_in_one_li
                              "baseline.max_steps=40", "logger=none", "hydra/launcher=submitit_local", "seed=3",
                              f"hydra.sweep.dir={sweep}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env=cli_env(tmp_path))
-    _wait_for(last.is_file, proc)
+    wait_for(last.is_file, proc)
     os.kill(int((sweep / "0" / LOCK_FILE).read_text()), signal.SIGUSR1)
     _, stderr = proc.communicate(timeout=300)
     lines = [line for line in stderr.splitlines() if line.startswith("faig-train: error: ")]
@@ -142,7 +133,7 @@ def test_sigusr1_under_slurm_auto_requeue_checkpoints_requeues_and_the_requeued_
     last = run / "baseline" / "checkpoints" / "last.ckpt"
     proc = subprocess.Popen([sys.executable, "-m", "faig_lightning.train", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=env)
-    _wait_for(last.is_file, proc)
+    wait_for(last.is_file, proc)
     proc.send_signal(signal.SIGUSR1)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import read_csv
 
 from faig_lightning import loggers
 from faig_lightning.errors import FaigError
@@ -69,11 +69,6 @@ def make_sweep(root: Path, logger: dict | None = None) -> Path:
     make_run(root / "1", "2.0", seed=1, logger=logger)
     make_run(root / "2", "3.0", seed=2, failed=True, logger=logger)
     return root
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")

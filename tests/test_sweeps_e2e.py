@@ -5,23 +5,16 @@ Proportion sweeps on reused rankings: tests/test_rankings_from.py.
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from helpers import TINY, cli_env, faig_train, run_cli, wandb_config_value
+from helpers import TINY, cli_env, faig_train, read_csv, run_cli, wandb_config_value
 
 from faig_lightning.sweeps import summarize
 
 SETTINGS = ["attribution.methods=[faig,random]", "attribution.steps=2", "attribution.proportions=[1,10]"]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.mark.slow
