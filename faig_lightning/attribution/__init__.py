@@ -12,6 +12,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+# bound now, not on first use: the function shares its module's name, and importing the module (the engine does)
+# sets the package attribute to the module, which a lazy name would then never replace (numpy only, cheap)
+from faig_lightning.attribution.quadrature import RULES, quadrature
+
 if TYPE_CHECKING:
     from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
     from faig_lightning.attribution.engine import METHODS, AttributionResult, MaskingRow, run_attribution
@@ -21,7 +25,6 @@ if TYPE_CHECKING:
     from faig_lightning.attribution.masking import FilterMasker
     from faig_lightning.attribution.metrics import Evaluator, gradient_map, gradient_mse_x1000, psnr, quantize, ssim
     from faig_lightning.attribution.panels import Figure2Panel, figure2_panel
-    from faig_lightning.attribution.quadrature import RULES, quadrature
     from faig_lightning.attribution.report import masking_markdown, write_results
     from faig_lightning.attribution.settings import AttributionSettings
 
@@ -34,7 +37,6 @@ _HOMES = {
     "masking": ("FilterMasker",),
     "metrics": ("Evaluator", "gradient_map", "gradient_mse_x1000", "psnr", "quantize", "ssim"),
     "panels": ("Figure2Panel", "figure2_panel"),
-    "quadrature": ("RULES", "quadrature"),
     "report": ("masking_markdown", "write_results"),
     "settings": ("AttributionSettings",),
 }
