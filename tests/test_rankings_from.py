@@ -150,7 +150,8 @@ def test_run_pair_loads_from_another_folder(ranked, tmp_path, monkeypatch):
     assert scale == 2
 
 
-def test_analyses_run_when_asked(ranked, tmp_path):
+def test_analyses_run_when_asked(ranked, tmp_path, single_thread):
+    """In this process with one thread, as the run's subprocesses computed (thread counts change the low bits)."""
     overrides = [f"attribution.rankings_from={ranked / 'run'}", "attribution.proportions=[10]",
                  "attribution.analyses=[locations]", "logger=none", f"eval.cache_dir={tmp_path / 'cache'}"]
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
