@@ -24,14 +24,12 @@ from faig_lightning.attribution.report import ProgressBars, drop_markdown
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.stored import SETUP_KEYS, read_results_summary, recorded_setup
 from faig_lightning.attribution.validation import check_model
-from faig_lightning.callbacks.attribution import log_attribution
 from faig_lightning.checkpoints import load_weights
-from faig_lightning.cli import main_with_exit_code, run_job
+from faig_lightning.cli import main_with_exit_code, run_job, run_names
 from faig_lightning.config import CONF_DIR, flat, plain
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import build_net
-from faig_lightning.train import run_names
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +118,8 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
     log.info("results written to %s", out_dir)
     if cfg.logger.kind == "wandb":  # the result files are the CSV record; W&B gets the curves, tables and panels
         config = {**plain(cfg), **setup, "attribution": {**plain(cfg.attribution), **settings.to_dict()}}
+        from faig_lightning.callbacks.attribution import log_attribution  # Lightning's W&B logger is loaded now
+
         logger = loggers.build_logger(plain(cfg.logger), str(out_dir), job or Path(out_dir).name, group, config,
                                       job_type="attribute")
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
@@ -435,3 +436,28 @@ def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
     if _failed_jobs:
         print(f"{prog}: error: {len(_failed_jobs)} job(s) failed: {'; '.join(_failed_jobs)}", file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT)
+
+
+def _swept_overrides(hc: DictConfig) -> list[str]:
+    """This multirun job's overrides (``key=value``) of the keys its sweep varies: the sweep overrides of the
+    command line (kept in ``<sweep>/multirun.yaml``) and of ``hydra.sweeper.params``."""
+    parser = OverridesParser.create()
+    sweep_file = Path(hc.sweep.dir) / "multirun.yaml"
+    given = list(OmegaConf.load(sweep_file).hydra.overrides.task) if sweep_file.is_file() else []
+    given += [f"{k}={v}" for k, v in (hc.sweeper.get("params") or {}).items()]
+    swept = {o.get_key_element() for o in parser.parse_overrides(given) if o.is_sweep_override()}
+    job = parser.parse_overrides(list(hc.overrides.task))
+    return [o.input_line for o in job if o.get_key_element() in swept]
+
+
+def run_names() -> tuple[Path, str, str, bool]:
+    """(run folder, job name, W&B group, multirun?) of a Hydra job: a multirun groups its jobs by sweep folder and
+    names each ``<sweep folder>-<its swept values>`` (e.g. ``blur_sweep-degradation.blur.sigma=2``; the job number
+    when nothing is swept); a single run is named and grouped by its folder. A stage whose ``baseline_ckpt`` lies in
+    a recorded run folder logs into that run's group instead (``loggers.wandb_group``)."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir).name
+        return run_dir, f"{sweep}-{','.join(_swept_overrides(hc)) or hc.job.num}", sweep, True
+    return run_dir, run_dir.name, run_dir.name, False

@@ -26,13 +26,10 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -43,7 +40,7 @@ from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.validation import check_model
 from faig_lightning.callbacks import AttributionCallback, ForeachEMA
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
-from faig_lightning.cli import Interrupted, is_rank_zero, main_with_exit_code, received_signal, run_job
+from faig_lightning.cli import Interrupted, is_rank_zero, main_with_exit_code, received_signal, run_job, run_names
 from faig_lightning.config import CONF_DIR, plain
 from faig_lightning.data.device_crops import DeviceCrops
 from faig_lightning.data.eval_set import PairedEvalSet
@@ -94,31 +91,6 @@ class StagePlan:
     @property
     def last(self) -> Path:
         return self.stage_dir / "checkpoints" / "last.ckpt"
-
-
-def _swept_overrides(hc: DictConfig) -> list[str]:
-    """This multirun job's overrides (``key=value``) of the keys its sweep varies: the sweep overrides of the
-    command line (kept in ``<sweep>/multirun.yaml``) and of ``hydra.sweeper.params``."""
-    parser = OverridesParser.create()
-    sweep_file = Path(hc.sweep.dir) / "multirun.yaml"
-    given = list(OmegaConf.load(sweep_file).hydra.overrides.task) if sweep_file.is_file() else []
-    given += [f"{k}={v}" for k, v in (hc.sweeper.get("params") or {}).items()]
-    swept = {o.get_key_element() for o in parser.parse_overrides(given) if o.is_sweep_override()}
-    job = parser.parse_overrides(list(hc.overrides.task))
-    return [o.input_line for o in job if o.get_key_element() in swept]
-
-
-def run_names() -> tuple[Path, str, str, bool]:
-    """(run folder, job name, W&B group, multirun?) of a Hydra job: a multirun groups its jobs by sweep folder and
-    names each ``<sweep folder>-<its swept values>`` (e.g. ``blur_sweep-degradation.blur.sigma=2``; the job number
-    when nothing is swept); a single run is named and grouped by its folder. A stage whose ``baseline_ckpt`` lies in
-    a recorded run folder logs into that run's group instead (``loggers.wandb_group``)."""
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    if hc.mode == RunMode.MULTIRUN:
-        sweep = Path(hc.sweep.dir).name
-        return run_dir, f"{sweep}-{','.join(_swept_overrides(hc)) or hc.job.num}", sweep, True
-    return run_dir, run_dir.name, run_dir.name, False
 
 
 def check_trainer(trainer_cfg: dict[str, Any]) -> None:
