@@ -30,9 +30,9 @@ from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
 from faig_lightning.attribution.modulation import ModulationRow, modulation_curves, modulation_strip, strip_lambdas
 from faig_lightning.attribution.prediction import PREDICTABLE, PredictionResult, predict_degradations, predictable
 from faig_lightning.attribution.settings import METHODS, AttributionSettings
-from faig_lightning.attribution.stored import check_same_nets, read_rankings, read_results_summary
 from faig_lightning.attribution.validation import check_eval_set, check_pair, state_fingerprint
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import RunFolder, check_same_nets
 
 __all__ = ["METHODS", "AttributionResult", "MaskingRow", "run_attribution"]
 
@@ -142,9 +142,10 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
     faig_result, reused = None, None
 
     if cfg.rankings_from is not None:
-        reused = read_results_summary(cfg.rankings_from)
+        source = RunFolder(cfg.rankings_from)
+        reused = source.read_results_summary()
         check_same_nets(reused, fingerprints, len(index), cfg.rankings_from)
-        rankings, scores, methods, degs = read_rankings(cfg.rankings_from, reused, cfg)
+        rankings, scores, methods, degs = source.read_rankings(reused, cfg)
     else:
         methods, degs = list(cfg.methods), cfg.check_inputs(inputs)
         scores = {}
