@@ -46,11 +46,14 @@ HYDRA_DIR = ".hydra"
 NET_G_FILE = "net_g.pth"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CKPT_FILE = "last.ckpt"
-ANALYSIS_TABLES = ("modulation.csv", "filter_locations.csv", "unit_types.csv", "degradation_prediction.csv")
-"""The analyses' CSV tables (one row per measurement)."""
-ANALYSIS_FILES = ("filter_locations.csv", "filter_locations.png", "unit_types.csv", "modulation.csv", "modulation.png",
-                  "modulation_strip.png", "degradation_prediction.json", "degradation_prediction.csv",
-                  "degradation_prediction.png")
+FILTER_LOCATIONS, UNIT_TYPES, MODULATION, MODULATION_STRIP, PREDICTION = (
+    "filter_locations", "unit_types", "modulation", "modulation_strip", "degradation_prediction")
+"""The analyses' file stems."""
+ANALYSIS_TABLES = tuple(f"{stem}.csv" for stem in (MODULATION, FILTER_LOCATIONS, UNIT_TYPES, PREDICTION))
+"""The analyses' CSV tables (one row per measurement; ``RunFolder.read_table``)."""
+ANALYSIS_FILES = (f"{FILTER_LOCATIONS}.csv", f"{FILTER_LOCATIONS}.png", f"{UNIT_TYPES}.csv", f"{MODULATION}.csv",
+                  f"{MODULATION}.png", f"{MODULATION_STRIP}.png", f"{PREDICTION}.json", f"{PREDICTION}.csv",
+                  f"{PREDICTION}.png")
 """Every file the analyses may write (removed with the other results before a new attribution writes)."""
 SETUP_KEYS = ("model", "scale", "eval", "degradation", "baseline_ckpt", "target_ckpt")
 """What a run ranked on: the net, its scale, the eval-set arguments, the target's degradation and the checkpoints."""
@@ -178,11 +181,50 @@ class RunFolder:
         """The masking curves' figure."""
         return self.path / CURVES_FILE
 
-    def analysis_file(self, name: str) -> Path:
-        """The analysis file ``name``, one of ``ANALYSIS_FILES``."""
-        if name not in ANALYSIS_FILES:
-            raise ValueError(f"{name!r} is not an analysis file; use one of {ANALYSIS_FILES}")
-        return self.path / name
+    @property
+    def filter_locations_csv(self) -> Path:
+        """Per method, degradation and layer: the share of the layer's filters among the top filters."""
+        return self.path / f"{FILTER_LOCATIONS}.csv"
+
+    @property
+    def filter_locations_png(self) -> Path:
+        return self.path / f"{FILTER_LOCATIONS}.png"
+
+    @property
+    def unit_types_csv(self) -> Path:
+        """The filter locations summed per unit type."""
+        return self.path / f"{UNIT_TYPES}.csv"
+
+    @property
+    def modulation_csv(self) -> Path:
+        """PSNR of each input as each degradation's filters move from the baseline's to the target's."""
+        return self.path / f"{MODULATION}.csv"
+
+    @property
+    def modulation_png(self) -> Path:
+        return self.path / f"{MODULATION}.png"
+
+    @property
+    def modulation_strip_png(self) -> Path:
+        return self.path / f"{MODULATION_STRIP}.png"
+
+    @property
+    def prediction_json(self) -> Path:
+        """The degradation prediction from the top filters' activations: accuracy and confusion."""
+        return self.path / f"{PREDICTION}.json"
+
+    @property
+    def prediction_csv(self) -> Path:
+        return self.path / f"{PREDICTION}.csv"
+
+    @property
+    def prediction_png(self) -> Path:
+        return self.path / f"{PREDICTION}.png"
+
+    def result_files(self) -> list[Path]:
+        """The results besides the rankings: masking table, results summary, curves and every analysis file
+        (present or not)."""
+        return [self.masking, self.results_summary, self.curves, *(self.path / name for name in ANALYSIS_FILES)]
 
     @property
     def rankings_dir(self) -> Path:
@@ -361,19 +403,27 @@ class RunFolder:
             files.append(self.masking)
         return same and all(f.is_file() for f in files)
 
-    def read_masking_rows(self) -> tuple[list[str], list[dict[str, str]]]:
-        """The masking table's columns and rows, every value the exact string of the file."""
-        with open(self.masking, newline="") as fh:
+    def read_table(self, name: str) -> tuple[list[str], list[dict[str, str]]]:
+        """The columns and rows of the CSV table ``name`` (``MASKING_FILE`` or one of ``ANALYSIS_TABLES``), every
+        value the exact string of the file; ``OSError`` when it cannot be read."""
+        if name not in (MASKING_FILE, *ANALYSIS_TABLES):
+            raise ValueError(f"{name!r} is not a table of a run folder; use {(MASKING_FILE, *ANALYSIS_TABLES)}")
+        with open(self.path / name, newline="") as fh:
             reader = csv.DictReader(fh)
             rows = list(reader)
             return list(reader.fieldnames or []), rows
+
+    def read_masking_rows(self) -> tuple[list[str], list[dict[str, str]]]:
+        """The masking table's columns and rows, every value the exact string of the file."""
+        return self.read_table(MASKING_FILE)
 
     # --- writers -----------------------------------------------------------------------------------------------
 
     def clear_results(self) -> None:
         """Remove the attribution results, the results summary first: the folder then never mixes two runs' files,
         and a missing summary always means "incomplete"."""
-        for path in (self.results_summary, self.masking, self.curves, *(self.path / n for n in ANALYSIS_FILES)):
+        self.results_summary.unlink(missing_ok=True)
+        for path in self.result_files():
             path.unlink(missing_ok=True)
         shutil.rmtree(self.rankings_dir, ignore_errors=True)
 
