@@ -32,13 +32,11 @@ import torch.nn.functional as F
 from faig_lightning.attribution.evalset import EvalItem
 from faig_lightning.attribution.faig import Progress
 from faig_lightning.attribution.masking import FilterMasker
-from faig_lightning.degradations import DegradationPipeline
+from faig_lightning.degradations import PAPER_LEVELS, Blur, DegradationPipeline, DegradationSpec, Noise
 from faig_lightning.errors import FaigError
 
 PREDICTABLE = ("blur", "noise")
 """Ranked degradations the rule can test at other levels (the pipeline's blur sigma and noise sigma)."""
-DEFAULT_BLUR_LEVELS = (1.0, 2.0, 3.0)
-DEFAULT_NOISE_LEVELS = (0.05, 0.1, 0.2)
 PATCH = 48
 """LR patch side (pixels): each patch of a test image is one prediction."""
 _EPS = 1e-12
@@ -120,40 +118,49 @@ def predictable(degradations: Sequence[str]) -> tuple[str, ...]:
     return tuple(d for d in PREDICTABLE if d in degradations)
 
 
-def conditions(levels: Mapping[str, Sequence[float]], pipeline: Mapping[str, Any] | None = None) -> list[Condition]:
+def training_spec(pipeline: Mapping[str, Any] | DegradationSpec | None) -> DegradationSpec | None:
+    """The target's training degradation as a spec (``pipeline``: ``DegradationSpec`` or its config mapping)."""
+    if pipeline is None or isinstance(pipeline, DegradationSpec):
+        return pipeline
+    return DegradationSpec.from_config(pipeline)
+
+
+def conditions(levels: Mapping[str, Sequence[float]],
+               pipeline: Mapping[str, Any] | DegradationSpec | None = None) -> list[Condition]:
     """Every combination of one level per degradation, 0 (absent) included; ``seen`` when each present level lies
-    within the training pipeline's range for it (``pipeline``: ``DegradationPipeline`` arguments)."""
+    within the training degradation's range for it (``pipeline``: see ``training_spec``)."""
+    spec = training_spec(pipeline)
     names = list(levels)
     out = []
     for combo in itertools.product(*[(0.0, *sorted(set(map(float, levels[d])))) for d in names]):
         seen = None
-        if pipeline is not None:
-            seen = all(v == 0 or _in_range(pipeline.get(d), v) for d, v in zip(names, combo, strict=True))
+        if spec is not None:
+            seen = all(v == 0 or _in_range(getattr(spec, d), v) for d, v in zip(names, combo, strict=True))
         out.append(Condition(tuple(zip(names, combo, strict=True)), seen))
     return out
 
 
-def _in_range(spec: Mapping[str, Any] | None, level: float) -> bool:
-    if not spec or spec.get("prob", 1.0) == 0:
+def _in_range(op: Blur | Noise | None, level: float) -> bool:
+    if op is None or not op.active:
         return False
-    sigma = spec["sigma"]
-    lo, hi = (sigma, sigma) if isinstance(sigma, int | float) else sigma
-    return float(lo) - 1e-9 <= level <= float(hi) + 1e-9
+    lo, hi = op.bounds
+    return lo - 1e-9 <= level <= hi + 1e-9
 
 
-def synthesise(gt: torch.Tensor, condition: Condition, *, scale: int, pipeline: Mapping[str, Any] | None,
-               seed: int) -> torch.Tensor:
-    """The LR input of ``condition`` from a (3, H, W) GT: the training pipeline's order, kernel size and resize
-    (``pipeline``; the paper's defaults when None), each present op always applied, noise seeded with ``seed``."""
-    spec = dict(pipeline or {})
-    kwargs: dict[str, Any] = {"scale": scale, "downsample": spec.get("downsample", "bilinear"),
-                              "quantize": spec.get("quantize", True)}
-    for d, v in condition.levels:
-        if v > 0:
-            kwargs[d] = {"sigma": v}
-            if d == "blur":
-                kwargs[d]["kernel_size"] = (spec.get("blur") or {}).get("kernel_size", 21)
-    return DegradationPipeline(**kwargs).deterministic(gt, seed=seed)
+def synthesise(gt: torch.Tensor, condition: Condition, *, scale: int,
+               pipeline: Mapping[str, Any] | DegradationSpec | None, seed: int) -> torch.Tensor:
+    """The LR input of ``condition`` from a (3, H, W) GT: the training degradation's order, kernel size, resize and
+    quantisation (``pipeline``, see ``training_spec``; the defaults of ``DegradationSpec`` when None), each present
+    op always applied, noise seeded with ``seed``."""
+    train = training_spec(pipeline) or DegradationSpec(scale=scale)
+    level = dict(condition.levels)
+    kernel_size = train.blur.kernel_size if train.blur is not None else PAPER_LEVELS.kernel_size
+    spec = DegradationSpec(
+        scale=scale, downsample=train.downsample, quantize=train.quantize,
+        blur=Blur(kernel_size=kernel_size, sigma=level["blur"]) if level.get("blur", 0) > 0 else None,
+        noise=Noise(sigma=level["noise"]) if level.get("noise", 0) > 0 else None,
+    )
+    return DegradationPipeline.from_spec(spec).deterministic(gt, seed=seed)
 
 
 @torch.no_grad()
@@ -207,17 +214,18 @@ def predict_degradations(
     response rule (module docstring), thresholds calibrated on the *other* eval images' own degraded inputs.
 
     ``rankings``: degradation -> ranking of ``method`` (only ``PREDICTABLE`` degradations are used); ``levels``:
-    the test levels per degradation (default blur sigma 1, 2, 3 and noise sigma 0.05, 0.1, 0.2, every
-    combination plus clean); ``pipeline``: the target's training ``DegradationPipeline`` arguments (kernel size,
-    resize, which levels it saw). With one eval image, calibration and test share it (said in ``calibration``).
+    the test levels per degradation (default ``PAPER_LEVELS.prediction_blur`` and ``prediction_noise``, every
+    combination plus clean); ``pipeline``: the target's training degradation (``DegradationSpec`` arguments: kernel
+    size, resize, which levels it saw). With one eval image, calibration and test share it (said in ``calibration``).
     ``patch`` shrinks to the smallest eval input's side when that is smaller.
     """
     degs = predictable(list(rankings))
     if not degs:
         raise FaigError(f"degradation prediction tests {list(PREDICTABLE)} at other levels but the ranked "
                         f"degradations are {list(rankings)}; drop prediction from attribution.analyses")
-    levels = dict(levels or {"blur": DEFAULT_BLUR_LEVELS, "noise": DEFAULT_NOISE_LEVELS})
-    conds = conditions({d: levels[d] for d in degs}, pipeline)
+    levels = dict(levels or {"blur": PAPER_LEVELS.prediction_blur, "noise": PAPER_LEVELS.prediction_noise})
+    train = training_spec(pipeline)
+    conds = conditions({d: levels[d] for d in degs}, train)
     smallest = min(min(lq.shape[-2:]) for item in eval_set for lq in item["lq"].values())
     patch = min(patch, smallest)  # eval images smaller than a patch are one patch each
     filters = {d: rankings[d][: masker.index.top_k(proportion)] for d in degs}
@@ -239,7 +247,7 @@ def predict_degradations(
         calib.append((torch.cat(feats), torch.cat(labels)))
         per_cond = []
         for cond in conds:
-            lq = synthesise(item["gt"], cond, scale=scale, pipeline=pipeline, seed=_TEST_SEED + pos)
+            lq = synthesise(item["gt"], cond, scale=scale, pipeline=train, seed=_TEST_SEED + pos)
             per_cond.append(responses(masker, filters, lq, patch=patch, scale=scale))
             done += 1
             if progress is not None:

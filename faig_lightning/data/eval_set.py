@@ -33,15 +33,26 @@ from faig_lightning.data.images import (
     to_uint8,
     write_png,
 )
-from faig_lightning.degradations import DegradationPipeline
+from faig_lightning.degradations import PAPER_LEVELS, DegradationPipeline
 from faig_lightning.errors import FaigError
 
-PAPER_EVAL_DEGRADATIONS: dict[str, dict] = {
-    "clean": {},
-    "blur": {"blur": {"kernel_size": 21, "sigma": 2.0}},
-    "noise": {"noise": {"sigma": 0.1}},
-}
-"""The paper's test inputs (digest §3.3): clean x2, Gaussian blur k=21 sigma=2 then x2, x2 then noise sigma=0.1."""
+
+def eval_degradations(
+    blur_sigma: float = PAPER_LEVELS.blur_sigma,
+    blur_kernel_size: int = PAPER_LEVELS.kernel_size,
+    noise_sigma: float = PAPER_LEVELS.noise_sigma,
+) -> dict[str, dict]:
+    """The paper's three test inputs at these levels (``PAPER_LEVELS`` by default): ``clean`` (xS), ``blur``
+    (Gaussian blur then xS) and ``noise`` (xS then Gaussian noise), as ``DegradationPipeline`` arguments."""
+    return {
+        "clean": {},
+        "blur": {"blur": {"kernel_size": blur_kernel_size, "sigma": float(blur_sigma)}},
+        "noise": {"noise": {"sigma": float(noise_sigma)}},
+    }
+
+
+PAPER_EVAL_DEGRADATIONS: dict[str, dict] = eval_degradations()
+"""The paper's test inputs: clean xS, Gaussian blur (``PAPER_LEVELS``) then xS, xS then noise (``PAPER_LEVELS``)."""
 
 _CACHE_FORMAT = 1
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
