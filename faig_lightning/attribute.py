@@ -20,16 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from faig_lightning import loggers
 from faig_lightning.attribution import run_attribution, write_results
-from faig_lightning.attribution.report import ProgressBars, drop_markdown
+from faig_lightning.attribution.progress import ProgressBars
 from faig_lightning.attribution.settings import AttributionSettings
-from faig_lightning.attribution.stored import SETUP_KEYS, read_results_summary, recorded_setup
-from faig_lightning.attribution.validation import check_model
+from faig_lightning.attribution.tables import drop_markdown
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.cli import main_with_exit_code, run_job, run_names
 from faig_lightning.config import CONF_DIR, flat, plain
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
-from faig_lightning.nets import build_net
+from faig_lightning.nets.build import build_net, check_model
+from faig_lightning.run_folder import SETUP_KEYS, RunFolder, wandb_record
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,15 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
     group = group or Path(out_dir).name
     if settings.rankings_from is not None:
         source = Path(settings.rankings_from).resolve()
-        recorded = recorded_setup(source, read_results_summary(source))
+        ranked = RunFolder(source)
+        recorded = ranked.recorded_setup(ranked.read_results_summary())
         given = _overridden(overrides)
         _check_conflicts(setup, recorded, given, source)
         setup = {**recorded, "eval": {**recorded["eval"], "cache_dir": setup["eval"]["cache_dir"]},
                  **{key: setup[key] or _absolute(recorded[key]) for key in CKPT_KEYS}}
         analyses = settings.analyses if "attribution.analyses" in given else ()
         settings = settings.replace(rankings_from=str(source), analyses=analyses)
-        record = loggers.wandb_record(source)
+        record = wandb_record(source)
         group = record["group"] if record else source.name
     nets = []
     for key in CKPT_KEYS:

@@ -16,6 +16,7 @@ from torch import nn
 
 from faig_lightning.atomic import atomic_write
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import RunFolder
 
 NET_PREFIX = "net."
 
@@ -23,8 +24,9 @@ NET_PREFIX = "net."
 def _read(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise FaigError(f"checkpoint not found: {p} — check the path (a run writes <run>/<stage>/net_g.pth and "
-                        f"<run>/<stage>/checkpoints/last.ckpt)")
+        stage = RunFolder("<run>").stage("<stage>")
+        raise FaigError(f"checkpoint not found: {p} — check the path (a run writes {stage.net_g} and "
+                        f"{stage.last_ckpt})")
     if p.stat().st_size == 0:
         raise FaigError(f"checkpoint {p} is empty (0 bytes; an interrupted save?) — re-export or re-download it")
     try:
@@ -134,18 +136,14 @@ def export_basicsr(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) ->
 
 def load_run_pair(run_dir: str | os.PathLike) -> tuple[nn.Module, nn.Module, int]:
     """The baseline and target nets (EMA weights, eval mode) and the scale of a finished run of ``faig-train`` or
-    ``faig-attribute``, from the model spec and checkpoints its ``summary.json`` records."""
-    import json
-
+    ``faig-attribute``, from the model spec and checkpoints its results summary records."""
     from faig_lightning.nets import build_net
 
-    path = Path(run_dir) / "summary.json"
-    try:
-        provenance = json.loads(path.read_text()).get("provenance", {})
-    except (FileNotFoundError, json.JSONDecodeError):
-        raise FaigError(f"{path} is missing or unreadable: {run_dir} is not a finished attribution run") from None
+    folder = RunFolder(run_dir)
+    provenance = folder.read_results_summary(option="run_dir").get("provenance", {})
     if not {"model", "scale", "baseline_ckpt", "target_ckpt"} <= set(provenance):
-        raise FaigError(f"{path} does not record the model and checkpoints; rerun that run's attribution")
+        raise FaigError(f"{folder.results_summary} does not record the model and checkpoints; rerun that run's "
+                        "attribution")
     nets = [load_weights(build_net(provenance["model"]), provenance[key]).eval()
             for key in ("baseline_ckpt", "target_ckpt")]
     return nets[0], nets[1], int(provenance["scale"])

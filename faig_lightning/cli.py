@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -33,13 +32,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from faig_lightning import __version__
-from faig_lightning.atomic import atomic_write_text
-from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import RunFolder, UnreadableRecord
 
 USER_ERROR_EXIT = 2
-STATUS_FILE = "status.json"
-LOCK_FILE = ".lock"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 CONFIG_OPTIONS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
@@ -163,7 +159,7 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     if not is_rank_zero():
         return
     record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **job_record(), **extra}
-    atomic_write_text(run_dir / STATUS_FILE, json.dumps(record, indent=2) + "\n")
+    RunFolder(run_dir).write_status(record)
 
 
 def _final_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -171,7 +167,7 @@ def _final_status(run_dir: Path, status: str, **extra: Any) -> None:
     try:
         write_status(run_dir, status, **extra)
     except OSError:
-        log.warning("could not write %s in %s", STATUS_FILE, run_dir, extra={"file_only": True})
+        log.warning("could not write %s", RunFolder(run_dir).status, extra={"file_only": True})
 
 
 @contextmanager
@@ -183,7 +179,7 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
     if not is_rank_zero():
         yield
         return
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(RunFolder(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -238,19 +234,21 @@ class FailedJobsElsewhere(HydraCallback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if _state["job_started"]:  # the jobs ran here and recorded their own failures
             return
-        folders = (p.parent for p in Path(config.hydra.sweep.dir).glob(f"*/{STATUS_FILE}"))
-        for folder in sorted(folders, key=lambda f: (len(f.name), f.name)):
+        folders = (RunFolder(p) for p in Path(config.hydra.sweep.dir).iterdir() if RunFolder(p).status.is_file())
+        for folder in sorted(folders, key=lambda f: (len(f.path.name), f.path.name)):
             try:
-                record = json.loads((folder / STATUS_FILE).read_text())
-            except (OSError, ValueError):
+                record = folder.read_status()
+            except UnreadableRecord:
                 continue
-            if record.get("status") == "failed":
-                record_failure(f"job {folder.name}", str(record.get("error") or "failed"))
+            if record is not None and record.get("status") == "failed":
+                record_failure(f"job {folder.path.name}", str(record.get("error") or "failed"))
 
 
 def group_options(group: str) -> str:
     """A config group's options (its YAML files), comma-separated: the help of a command lists the groups it
     uses with ``${faig_options:<group>}``."""
+    from faig_lightning.schemas import CONF_DIR  # the command's schemas are registered already
+
     return ", ".join(sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")))
 
 

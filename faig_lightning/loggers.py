@@ -3,12 +3,11 @@
 A W&B run's config is one flat dict built by ``run_config`` (what the stage used); the LightningModule and
 DataModule save their hyper-parameters without logging them. pytorch_lightning is imported when a logger is
 built, so reading a run's W&B record (``faig-summarize``) does not load it. Each run folder records its W&B runs
-in ``wandb_run.json`` (``wandb_record``), which is how a target run finds its baseline's group.
+(``run_folder.wandb_record``), which is how a target run finds its baseline's group.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import netrc
 import os
@@ -20,17 +19,15 @@ from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 
-from faig_lightning.atomic import atomic_write_text
 from faig_lightning.config import flat
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import RunFolder, wandb_record
 
 if TYPE_CHECKING:
     from pytorch_lightning.loggers import Logger, WandbLogger
 
 WANDB_MODES = ("online", "offline", "disabled")
 LOGGER_KINDS = ("wandb", "csv", "none")
-RECORD = "wandb_run.json"
-"""The file in a run folder naming its W&B runs (``wandb_record``)."""
 STAGE_SECTIONS = ("baseline", "target", "retrain")
 
 log = logging.getLogger(__name__)
@@ -137,22 +134,6 @@ def run_tags(stage: str, model: Mapping[str, Any]) -> list[str]:
     return tags
 
 
-def wandb_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The W&B identity of a run folder, or None when it logged no W&B run.
-
-    ``run_dir`` is the folder, or a file inside it such as ``<run>/baseline/net_g.pth`` or
-    ``<run>/target/checkpoints/last.ckpt``. The record: ``group``, ``project``, ``entity`` and per stage (job
-    type) under ``runs``: ``id``, ``name``, ``path`` (entity/project/id), ``dir`` (the local run folder, what
-    ``wandb sync`` takes), ``mode``, ``group`` and ``tags``.
-    """
-    path = Path(run_dir)
-    folders = [path] if path.is_dir() else list(path.parents)[:3]
-    for folder in folders:
-        if (folder / RECORD).is_file():
-            return json.loads((folder / RECORD).read_text())
-    return None
-
-
 def wandb_group(group: str, baseline_ckpt: str | None) -> str:
     """The W&B group of the run folder holding ``baseline_ckpt`` when it is one with a W&B record, else ``group``:
     a target trained on a named baseline joins the baseline's group."""
@@ -161,15 +142,12 @@ def wandb_group(group: str, baseline_ckpt: str | None) -> str:
 
 
 def _record(save_dir: str, logger: WandbLogger, mode: str) -> None:
-    """Add the logger's W&B run to ``<save_dir>/wandb_run.json`` under its job type."""
+    """Add the logger's W&B run to the W&B record of the run folder ``save_dir`` under its job type."""
     run = logger.experiment
-    path = Path(save_dir) / RECORD
-    record = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
-    for key, value in (("group", run.group), ("project", run.project), ("entity", run.entity or None)):
-        record.setdefault(key, value)  # the folder's first run names its group
-    record["runs"][run.job_type] = {"id": run.id, "name": run.name, "path": run.path, "dir": str(Path(run.dir).parent),
-                                    "mode": mode, "group": run.group, "tags": list(run.tags)}
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    RunFolder(save_dir).add_wandb_run(
+        run.job_type, {"id": run.id, "name": run.name, "path": run.path, "dir": str(Path(run.dir).parent),
+                       "mode": mode, "group": run.group, "tags": list(run.tags)},
+        group=run.group, project=run.project, entity=run.entity or None)
 
 
 def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group: str, config: Mapping[str, Any],
@@ -181,7 +159,7 @@ def build_logger(cfg: Mapping[str, Any] | None, save_dir: str, name: str, group:
     never overwrite each other. W&B gets ``config`` as flat keys (``degradation.blur.sigma``) and nothing else, so
     runs can be grouped and filtered by any setting; its tags are ``tags`` then ``cfg.tags``, its job type
     ``job_type`` (default: the part of ``name`` after its last ``-``). The run starts here and is recorded in
-    ``<save_dir>/wandb_run.json`` (``wandb_record``).
+    the run folder ``save_dir`` (``run_folder.wandb_record``).
     """
     check_logger(cfg)
     kind = (cfg or {}).get("kind", "none")

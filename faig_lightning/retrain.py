@@ -9,35 +9,19 @@ recovers. Every filter may be selected, first-layer filters included.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from faig_lightning.attribution.evalset import EvalItem
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
-from faig_lightning.attribution.stored import read_results_summary
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.errors import FaigError
-
-
-def read_index_file(path: str | os.PathLike, num_filters: int) -> np.ndarray:
-    """Global filter indices of an index file (one per line, most discriminative first), checked to be distinct
-    filters of a net with ``num_filters`` filters."""
-    try:
-        order = np.loadtxt(path, dtype=np.int64, ndmin=1)
-    except (OSError, ValueError) as exc:
-        raise FaigError(f"cannot read the index file {path} ({exc}); pass a file with one filter index per line") \
-            from None
-    if len(order) == 0 or order.min() < 0 or order.max() >= num_filters or len(np.unique(order)) != len(order):
-        raise FaigError(f"{path} must list distinct filter indices in [0, {num_filters}) (this net's filters); check "
-                        "that it was ranked on the same model")
-    return order
+from faig_lightning.run_folder import RunFolder, read_index_file
 
 
 @dataclass(frozen=True)
@@ -109,7 +93,8 @@ def resolve_retrain(scfg: Mapping[str, Any], baseline_ckpt: str | None) -> Retra
     target_ckpt = scfg.get("target_ckpt")
     extra_units = scfg.get("extra_units") or []
     if from_run:
-        summary = read_results_summary(from_run)
+        run = RunFolder(from_run)
+        summary = run.read_results_summary(option="retrain.from_run")
         provenance = summary.get("provenance", {})
         baseline_ckpt = baseline_ckpt or provenance.get("baseline_ckpt")
         target_ckpt = target_ckpt or provenance.get("target_ckpt")
@@ -123,7 +108,7 @@ def resolve_retrain(scfg: Mapping[str, Any], baseline_ckpt: str | None) -> Retra
             if missing or method not in summary["settings"].get("methods", []):
                 raise FaigError(f"{from_run} ranked {ranked} with {summary['settings'].get('methods')}; "
                                 f"retrain.method={method} retrain.degradations={degs} asks for more")
-            index = [str(Path(from_run) / "attribution" / method / f"{d}_index.txt") for d in degs]
+            index = [str(run.index_file(method, d)) for d in degs]
             source = f"{method} top {proportion:g} % of {'+'.join(degs)} from {from_run}"
         else:
             source = f"top {proportion:g} % of {', '.join(index)}"

@@ -131,8 +131,8 @@ def test_analysis_settings_are_checked(changes, message):
 
 
 def test_mean_depth_is_the_selected_filters_mean_layer_position():
+    from faig_lightning.attribution.headline import mean_depths
     from faig_lightning.attribution.locations import LocationRow
-    from faig_lightning.attribution.report import mean_depths
 
     rows = [LocationRow("faig", "blur", 1.0, pos, f"l{pos}", 10, n, n / 10) for pos, n in enumerate([3, 0, 1])]
     rows += [LocationRow("faig", "noise", 1.0, pos, f"l{pos}", 10, 0, 0.0) for pos in range(3)]

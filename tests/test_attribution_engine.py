@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import make_pair
 
+from faig_lightning import run_folder
 from faig_lightning.attribution import (
     FilterMasker,
     compute_faig,
@@ -22,8 +23,7 @@ from faig_lightning.attribution import (
     run_attribution,
     write_results,
 )
-from faig_lightning.attribution import report as report_module
-from faig_lightning.attribution.report import MASKING_COLUMNS, masking_markdown
+from faig_lightning.attribution.tables import MASKING_COLUMNS, masking_markdown
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import MSRResNet, SRCNNStyle
 
@@ -144,7 +144,7 @@ def test_a_failed_write_leaves_no_final_file(setup, tmp_path, monkeypatch):
         fh.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_module.np, "save", broken_save)
+    monkeypatch.setattr(run_folder.np, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         write_results(result, tmp_path)
     folder = tmp_path / "attribution" / "faig"
@@ -249,7 +249,7 @@ def test_bad_settings(small, kwargs, message):
 
 def test_drop_markdown_pivots_targeted_and_other_inputs():
     from faig_lightning.attribution.engine import MaskingRow
-    from faig_lightning.attribution.report import drop_markdown
+    from faig_lightning.attribution.tables import drop_markdown
 
     rows = [
         MaskingRow("faig", m, 1.0, 5, i, 30.0, 0.9, drop, 0.1)

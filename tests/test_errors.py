@@ -19,7 +19,8 @@ from helpers import TINY, cli_env, faig_train, rand_img, run_cli, save, wait_for
 
 from faig_lightning import cli
 from faig_lightning.atomic import atomic_write
-from faig_lightning.cli import LOCK_FILE, run_job
+from faig_lightning.cli import run_job
+from faig_lightning.run_folder import LOCK_FILE, STATUS_FILE
 from faig_lightning.train import AtomicCheckpointIO
 
 ROOT = os.geteuid() == 0
@@ -203,7 +204,7 @@ def test_full_disk_is_one_line_naming_the_folder(tmp_path, capsys, monkeypatch):
     assert exit_info.value.code == 2 and len(lines) == 1
     assert lines[0].startswith(f"faig-train: error: No space left on device while writing in {run / 'baseline'} — "
                                "free space")
-    assert json.loads((run / cli.STATUS_FILE).read_text())["status"] == "failed"
+    assert json.loads((run / STATUS_FILE).read_text())["status"] == "failed"
     assert os.listdir(run / "baseline") == []
 
 
@@ -214,5 +215,5 @@ def test_signal_outside_training_interrupts_the_job_at_once(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert exit_info.value.code == 128 + signal.SIGTERM and len(lines) == 1
     assert lines[0] == "faig-attribute: error: interrupted by SIGTERM — rerun the same command to resume"
-    assert json.loads((tmp_path / cli.STATUS_FILE).read_text())["status"] == "interrupted"
+    assert json.loads((tmp_path / STATUS_FILE).read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -15,8 +15,8 @@ import pytest
 import torch
 from helpers import TINY, cli_env, faig_train, wait_for
 
-from faig_lightning.cli import LOCK_FILE
-from faig_lightning.config import CONF_DIR
+from faig_lightning.run_folder import LOCK_FILE
+from faig_lightning.schemas import CONF_DIR
 
 SLURM_COMMAND = ["hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2", "hydra.launcher.tasks_per_node=4",
                  "hydra.launcher.gpus_per_node=4", "hydra.launcher.timeout_min=1440",

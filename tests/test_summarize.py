@@ -12,8 +12,8 @@ import pytest
 import yaml
 from helpers import read_csv
 
-from faig_lightning import loggers
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import WANDB_RECORD_FILE
 from faig_lightning.sweeps import find_runs, overlaps, summarize
 from faig_lightning.sweeps.cli import main
 from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN
@@ -218,7 +218,7 @@ def test_wandb_summary_run_is_one_run_per_folder(tmp_path, monkeypatch):
     for job in ("0", "1", "2"):  # what loggers.build_logger records for a faig-train job's two stages
         runs = {stage: {"id": f"{stage}{job}", "path": f"e/p/{stage}{job}", "group": "sweep-group"}
                 for stage in ("baseline", "target")}
-        (root / job / loggers.RECORD).write_text(json.dumps({"group": "sweep-group", "runs": runs}))
+        (root / job / WANDB_RECORD_FILE).write_text(json.dumps({"group": "sweep-group", "runs": runs}))
     summarize([root])
     summarize([root])
     folders = sorted((root / "wandb").glob("offline-run-*"))

@@ -19,14 +19,15 @@ from PIL import Image
 
 from faig_lightning.attribution import Figure2Panel, figure2_panel
 from faig_lightning.attribution.engine import MaskingRow
-from faig_lightning.attribution.report import headline
+from faig_lightning.attribution.headline import headline
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.config import flat
 from faig_lightning.data import build_eval_set
 from faig_lightning.errors import FaigError
-from faig_lightning.loggers import check_logger, wandb_record
+from faig_lightning.loggers import check_logger
 from faig_lightning.module import val_panel
 from faig_lightning.nets import MSRResNet
+from faig_lightning.run_folder import wandb_record
 from faig_lightning.seeding import derive_seed
 
 WANDB = str(Path(sys.executable).with_name("wandb"))

@@ -20,12 +20,14 @@ from faig_lightning.attribution import (
     run_attribution,
     write_results,
 )
+from faig_lightning.attribution.headline import headline
 from faig_lightning.attribution.locations import unit_types
-from faig_lightning.attribution.report import ANALYSIS_FILES, ProgressBars, drop_markdown, headline, row_columns
+from faig_lightning.attribution.progress import ProgressBars
 from faig_lightning.attribution.settings import AttributionSettings
-from faig_lightning.attribution.stored import results_complete
+from faig_lightning.attribution.tables import drop_markdown, row_columns
 from faig_lightning.attribution.validation import state_fingerprint
 from faig_lightning.checkpoints import load_weights
+from faig_lightning.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class AttributionCallback(Callback):
                  provenance: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         self.baseline_ckpt = baseline_ckpt
-        self.out_dir = Path(out_dir)
+        self.folder = RunFolder(out_dir)
         self.provenance = dict(provenance or {})
         self.fingerprints: dict[str, str] | None = None
         self.result: AttributionResult | None = None
@@ -57,7 +59,7 @@ class AttributionCallback(Callback):
 
     def complete(self) -> bool:
         """Whether ``out_dir`` holds complete results for the nets and settings of the last ``run``."""
-        return self.fingerprints is not None and results_complete(self.out_dir, self.settings, self.fingerprints)
+        return self.fingerprints is not None and self.folder.results_complete(self.settings, self.fingerprints)
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AttributionResult | None:
         """Attribute ``pl_module.net`` against the baseline unless complete results exist; returns the result."""
@@ -66,9 +68,9 @@ class AttributionCallback(Callback):
         target.eval()
         baseline = load_weights(copy.deepcopy(target), self.baseline_ckpt, key="ema").eval()
         self.fingerprints = {"baseline": state_fingerprint(baseline), "target": state_fingerprint(target)}
-        if results_complete(self.out_dir, self.settings, self.fingerprints):
+        if self.folder.results_complete(self.settings, self.fingerprints):
             log.info("attribution results in %s are complete for this target and these settings; not recomputed",
-                     self.out_dir)
+                     self.folder.path)
             target.train(was_training)
             return None
         eval_set = trainer.datamodule.eval_set
@@ -86,11 +88,11 @@ class AttributionCallback(Callback):
         result.settings.update(num_images=len(eval_set), world_size=world, images_per_process=len(shard))
         self.result = result
         if trainer.is_global_zero:
-            write_results(result, self.out_dir, self.provenance)
-            log.info("FAIG results in %s; PSNR drop (dB) when the top filters are masked:\n%s", self.out_dir,
+            write_results(result, self.folder.path, self.provenance)
+            log.info("FAIG results in %s; PSNR drop (dB) when the top filters are masked:\n%s", self.folder.path,
                      drop_markdown(result.masking))
             if isinstance(trainer.logger, WandbLogger):
-                log_attribution(trainer.logger.experiment, result, self.out_dir, baseline, target, eval_set[0],
+                log_attribution(trainer.logger.experiment, result, self.folder.path, baseline, target, eval_set[0],
                                 pl_module.scale, self.settings.panel_proportion)
         trainer.strategy.barrier()
         target.train(was_training)
@@ -108,7 +110,7 @@ def log_attribution(run: Any, result: AttributionResult, out_dir: str | Path, ba
     """
     import wandb
 
-    out = Path(out_dir)
+    folder = RunFolder(out_dir)
     # each curve by name (a glob would lose to the logger's own "*"), plotted over the proportion, kept out of the
     # run summary (the headline numbers are there)
     run.define_metric("attribution/masked_percent", summary="none")
@@ -137,10 +139,11 @@ def log_attribution(run: Any, result: AttributionResult, out_dir: str | Path, ba
         payload["attribution/prediction/confusion"] = wandb.Table(
             columns=["true", *classes], data=[[t, *(result.prediction.confusion[t][c] for c in classes)]
                                               for t in classes])
-    plots = ("modulation", "filter_locations", "degradation_prediction")
-    for name in ("curves", "modulation", "modulation_strip", "filter_locations", "degradation_prediction"):
-        if (out / f"{name}.png").is_file():
-            payload[f"attribution/{name}" + ("_plot" if name in plots else "")] = wandb.Image(str(out / f"{name}.png"))
+    plots = (folder.modulation_png, folder.filter_locations_png, folder.prediction_png)
+    for png in (folder.curves, folder.modulation_png, folder.modulation_strip_png, folder.filter_locations_png,
+                folder.prediction_png):
+        if png.is_file():
+            payload[f"attribution/{png.stem}" + ("_plot" if png in plots else "")] = wandb.Image(str(png))
     if "faig" in result.rankings:
         panel = figure2_panel(baseline, target, item, result.rankings["faig"], scale=scale,
                               proportion=panel_proportion)
@@ -151,8 +154,8 @@ def log_attribution(run: Any, result: AttributionResult, out_dir: str | Path, ba
     run.summary.update(headline(result))
     artifact = wandb.Artifact(f"attribution-{run.id}", type="attribution",
                               description="FAIG rankings, scores, masking table and summary of this run")
-    for name in ("masking.csv", "summary.json", "curves.png", *ANALYSIS_FILES):
-        if (out / name).is_file():
-            artifact.add_file(str(out / name))
-    artifact.add_dir(str(out / "attribution"), name="attribution")
+    for path in folder.result_files():
+        if path.is_file():
+            artifact.add_file(str(path))
+    artifact.add_dir(str(folder.rankings_dir), name=folder.rankings_dir.name)
     run.log_artifact(artifact)
