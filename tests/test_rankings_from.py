@@ -22,7 +22,8 @@ from faig_lightning.attribute import attribute
 from faig_lightning.checkpoints import load_run_pair, read_state_dict
 from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
-from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN, find_runs, sources, swept_keys
+from faig_lightning.sweeps.records import find_runs
+from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN, ranking_sources, swept_keys
 
 pytestmark = pytest.mark.slow
 EVAL = ["data.eval.photos=[chelsea,coffee]"]
@@ -109,10 +110,10 @@ def test_summary_overlays_the_new_proportions_on_the_run(ranked):
     assert {r["rankings_from"] for r in read_csv(props / "runs.csv")} == {str(ranked / "run")}
     assert (props / "curves_faig.png").stat().st_size > 5_000
     assert not list(props.glob("drop_vs_*.png"))  # proportions are the curves' x axis, not a swept level
-    (source,) = sources(find_runs([props])).values()
+    (source,) = ranking_sources(find_runs([props])).values()
     assert source.path == ranked / "run" and source.masking == read_csv(ranked / "run" / "masking.csv")
     together = find_runs([ranked / "run", props])  # the run summarised with its sweep: it is the reference curve
-    assert sources(together) == {str(ranked / "run"): together[0]}
+    assert ranking_sources(together) == {str(ranked / "run"): together[0]}
     assert swept_keys(together) == ["attribution.proportions"]  # its settings are the sweep's: not swept
 
 

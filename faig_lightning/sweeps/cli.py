@@ -13,7 +13,7 @@ from pathlib import Path
 from faig_lightning import __version__
 from faig_lightning.cli import USER_ERROR_EXIT, quiet_broken_pipe, report_user_error
 from faig_lightning.errors import FaigError
-from faig_lightning.sweeps.summarize import WANDB_CHOICES, summarize
+from faig_lightning.sweeps.summarize import RUNS_TABLE, SWEEP_SUMMARY, WANDB_CHOICES, summarize
 
 PROG = "faig-summarize"
 
@@ -63,9 +63,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except FaigError as err:
         report_user_error(PROG, err)
         return USER_ERROR_EXIT
-    files = json.loads((out / "sweep_summary.json").read_text())["files"]
-    print(_runs_markdown(out / "runs.csv"))
-    print(f"\n{len(files) + 1} files in {out}: {', '.join(files)}, sweep_summary.json")
+    files = json.loads((out / SWEEP_SUMMARY).read_text())["files"]
+    print(_runs_markdown(out / RUNS_TABLE))
+    print(f"\n{len(files) + 1} files in {out}: {', '.join(files)}, {SWEEP_SUMMARY}")
     return 0
 
 

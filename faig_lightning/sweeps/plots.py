@@ -5,28 +5,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from faig_lightning.plotting import style_masking_axis
-
-if TYPE_CHECKING:
-    from faig_lightning.sweeps.summarize import Overlap, RunRecord
+from faig_lightning.sweeps.records import Overlap, RunRecord, float_or_none
 
 PROPORTIONS_KEY = "attribution.proportions"
 """The masked proportions: the x axis of the curves, not a swept setting of their own."""
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "x"]
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        return float(text) if text else None
-    except ValueError:
-        return None
 
 
 def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
@@ -35,28 +25,8 @@ def _new_figure(rows: int, cols: int, width: float, height: float) -> tuple[Figu
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def _masked_degradations(runs: Sequence[RunRecord], method: str | None = None) -> list[str]:
-    return list(dict.fromkeys(
-        row["masked_degradation"] for r in runs for row in r.masking if method is None or row["method"] == method
-    ))
-
-
-def drops(run: RunRecord) -> dict[tuple[str, float, str], tuple[float | None, float | None]]:
-    """``(method, proportion, masked) -> (targeted drop, mean drop on the other ranked inputs but clean)`` of one
-    run's masking table (the plots and ``sweep.md`` use it)."""
-    drop: dict[tuple[str, float, str, str], float] = {}
-    for row in run.masking:
-        value, prop = _float(row.get("psnr_drop")), _float(row.get("proportion"))
-        if value is not None and prop is not None:
-            drop[row["method"], prop, row["masked_degradation"], row["input_degradation"]] = value
-    ranked = set(_masked_degradations([run]))
-    result = {}
-    for method, prop, masked in dict.fromkeys(key[:3] for key in drop):
-        others = [v for (m, p, k, i), v in drop.items()
-                  if (m, p, k) == (method, prop, masked) and i != masked and i != "clean" and i in ranked]
-        result[method, prop, masked] = (drop.get((method, prop, masked, masked)),
-                                        sum(others) / len(others) if others else None)
-    return result
+def _masked_degradations(runs: Sequence[RunRecord]) -> list[str]:
+    return list(dict.fromkeys(row["masked_degradation"] for r in runs for row in r.masking))
 
 
 def drop_vs_figure(runs: Sequence[RunRecord], key: str) -> Figure:
@@ -67,13 +37,13 @@ def drop_vs_figure(runs: Sequence[RunRecord], key: str) -> Figure:
     """
     runs = [r for r in runs if key in r.overrides]
     values = [r.overrides[key] for r in runs]
-    numeric = all(_float(v) is not None for v in values)
+    numeric = all(float_or_none(v) is not None for v in values)
     categories = list(dict.fromkeys(values))
     xs = [float(v) if numeric else float(categories.index(v)) for v in values]
     masked = _masked_degradations(runs)
     series: dict[tuple[str, float, str, int], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run, x in zip(runs, xs, strict=True):
-        for (method, prop, mdeg), pair in drops(run).items():
+        for (method, prop, mdeg), pair in run.drops().items():
             for col, y in enumerate(pair):
                 if y is not None:
                     series[method, prop, mdeg, col][x].append(y)
@@ -151,8 +121,8 @@ def curves_figure(runs: Sequence[RunRecord], method: str, keys: Sequence[str],
                     (p, v)
                     for row in masking
                     if (row["method"], row["masked_degradation"], row["input_degradation"]) == (method, mdeg, inp)
-                    and (p := _float(row.get("proportion"))) is not None
-                    and (v := _float(row.get("psnr"))) is not None
+                    and (p := float_or_none(row.get("proportion"))) is not None
+                    and (v := float_or_none(row.get("psnr"))) is not None
                 )
                 if pts:
                     ax.plot([p for p, _ in pts], [v for _, v in pts], marker=MARKERS[i % len(MARKERS)],

@@ -1,6 +1,6 @@
 """Across seeds: mean ± sd of the targeted and other PSNR drops, the ratio to random, and the 1 % criterion per run.
 
-Runs that differ only in ``seed`` are replicates of one setting; each setting's drops (``plots.drops``) are
+Runs that differ only in ``seed`` are replicates of one setting; each setting's drops (``RunRecord.drops``) are
 averaged over its complete replicates. The criterion says whether one run shows the FAIG finding: for every
 masked degradation, masking the method's top ``proportion`` % filters drops the targeted PSNR by at least
 ``min_drop`` dB and ``factor`` times what the same share of random filters drops, while the other inputs lose
@@ -12,12 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from faig_lightning.sweeps import plots
-
-if TYPE_CHECKING:
-    from faig_lightning.sweeps.summarize import RunRecord
+from faig_lightning.sweeps.records import RunRecord
 
 SEED_KEY = "seed"
 SEEDS_COLUMNS = ["method", "proportion", "masked_degradation", "runs", "targeted_mean", "targeted_sd", "other_mean",
@@ -43,7 +39,7 @@ class Criterion:
 
     def check(self, run: RunRecord) -> list[dict[str, object]]:
         """One row per masked degradation: the drops, the ratio to the reference, and whether (and why not) it holds."""
-        drops = plots.drops(run)
+        drops = run.drops()
         rows = []
         for masked in dict.fromkeys(m for method, p, m in drops if method == self.method and p == self.proportion):
             targeted, other = drops[self.method, self.proportion, masked]
@@ -95,7 +91,7 @@ def seeds_table(runs: Sequence[RunRecord], keys: Sequence[str], reference: str =
     setting = [k for k in keys if k != SEED_KEY]
     rows: list[list[object]] = []
     for values, group in replicate_groups(runs, keys).items():
-        per_run = [plots.drops(r) for r in group]
+        per_run = [r.drops() for r in group]
         for method, prop, masked in dict.fromkeys(k for d in per_run for k in d):
             pairs = [d[method, prop, masked] for d in per_run if (method, prop, masked) in d]
             targeted = [t for t, _ in pairs if t is not None]

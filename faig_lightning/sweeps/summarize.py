@@ -1,10 +1,9 @@
-"""Summarize a sweep: find its run folders, read their status and results, and write cross-run tables and plots.
+"""Summarize a sweep: cross-run tables and plots of its runs' records, written into one summary folder.
 
-Reads what ``faig-train`` / ``faig-attribute`` leave in a run folder (``.hydra/overrides.yaml``, ``status.json``,
-``summary.json``, ``masking.csv``, ``attribution/faig/<degradation>_index.txt``, its W&B run) and writes
+From the runs' records (``records``: status, overrides, masking rows, FAIG index files, W&B runs) it writes
 ``runs.csv``, ``summary.csv``, ``overlap.csv``, ``seeds.csv`` (mean ± sd over seeds), ``criterion.csv`` (the FAIG
 finding per run), ``sweep.md``, PNG plots and ``sweep_summary.json`` into one folder, each file atomically, and
-logs them to one W&B summary run per folder.
+logs them to one W&B summary run per folder. The names of the summary folder's files live here.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,120 +22,23 @@ import yaml
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
-from faig_lightning.attribution.stored import SETUP_KEYS
 from faig_lightning.errors import FaigError
 from faig_lightning.plotting import save_png
+from faig_lightning.run_folder import ANALYSIS_TABLES
 from faig_lightning.sweeps import plots, seeds
+from faig_lightning.sweeps.records import COMPLETE, FAILED, INCOMPLETE, Overlap, RunRecord, find_runs, load_run
 
 log = logging.getLogger(__name__)
 
-COMPLETE, FAILED, INCOMPLETE = "complete", "failed", "incomplete"
 WANDB_CHOICES = ("auto", "off")
-ATTRIBUTION_JOBS = ("attribute", "target")
-"""W&B job types of a run folder that log an attribution, in order of preference."""
+RUNS_TABLE, SUMMARY_TABLE, OVERLAP_TABLE = "runs.csv", "summary.csv", "overlap.csv"
+SEEDS_TABLE, CRITERION_TABLE = "seeds.csv", "criterion.csv"
+SWEEP_REPORT = "sweep.md"
+SWEEP_SUMMARY = "sweep_summary.json"
+"""In the summary folder: the run counts, swept keys, files written, the criterion's verdicts and headline numbers."""
 WANDB_SUMMARY_RUN = "wandb_summary_run.json"
 """In the summary folder: the W&B summary run's id, so that a rerun of ``faig-summarize`` updates that run."""
 OVERLAP_COLUMNS = ["degradation", "proportion", "run_a", "run_b", "jaccard", "top_k"]
-
-
-@dataclass
-class RunRecord:
-    """One run folder: its name in the tables, status, overrides and (when complete) attribution results."""
-
-    name: str
-    path: Path
-    status: str
-    reason: str = ""
-    overrides: dict[str, str] = field(default_factory=dict)
-    masking_columns: list[str] = field(default_factory=list)
-    masking: list[dict[str, str]] = field(default_factory=list)  # masking.csv rows, values as the exact strings
-    summary: dict[str, Any] = field(default_factory=dict)  # the attribution summary.json
-    wandb: dict[str, Any] = field(default_factory=dict)  # its W&B run (loggers.wandb_record), empty without one
-
-    @property
-    def complete(self) -> bool:
-        return self.status == COMPLETE
-
-    @property
-    def wandb_run(self) -> dict[str, Any]:
-        """The W&B run that logged this run's attribution (``attribute`` or the ``target`` stage), else its last."""
-        runs = self.wandb.get("runs") or {}
-        return next((runs[k] for k in ATTRIBUTION_JOBS if k in runs), list(runs.values())[-1] if runs else {})
-
-    @property
-    def source(self) -> str | None:
-        """The run whose rankings this one reused (``attribution.rankings_from``), if any."""
-        return self.summary.get("rankings_from")
-
-    @property
-    def num_filters(self) -> int | None:
-        return self.summary.get("num_filters")
-
-    @property
-    def proportions(self) -> list[float]:
-        return [float(p) for p in self.summary.get("settings", {}).get("proportions", [])]
-
-    def faig_index(self, degradation: str) -> Path:
-        """The FAIG ranking file of ``degradation`` (every filter index, most discriminative first)."""
-        return self.path / "attribution" / "faig" / f"{degradation}_index.txt"
-
-
-@dataclass(frozen=True)
-class Overlap:
-    """Jaccard overlap of two runs' top-``proportion`` % FAIG filter sets; ``None`` when not comparable."""
-
-    degradation: str
-    proportion: float
-    run_a: str
-    run_b: str
-    jaccard: float | None
-    top_k: int | None
-
-
-# --- discovery -------------------------------------------------------------------------------------------------
-
-
-def _is_run(folder: Path) -> bool:
-    return (folder / ".hydra").is_dir()
-
-
-def _job_order(folder: Path) -> tuple[int, int, str]:
-    return (0, int(folder.name), "") if folder.name.isdigit() else (1, 0, folder.name)
-
-
-def find_runs(dirs: Sequence[str | os.PathLike]) -> list[RunRecord]:
-    """The runs in ``dirs``, each a run folder (with ``.hydra/``) or a sweep folder holding run folders.
-
-    Runs keep the order of ``dirs``; a sweep's jobs are sorted numerically. A run is named by its path relative to
-    the common parent of all runs' folders (a sweep's job number when there is one sweep). Raises ``FaigError`` for
-    a missing folder or one without runs.
-    """
-    if not dirs:
-        raise FaigError("no folder given — pass a sweep folder (with 0/, 1/, …) or run folders (with .hydra/)")
-    paths: list[Path] = []
-    for d in map(Path, dirs):
-        if not d.is_dir():
-            raise FaigError(f"no such folder: {d} — pass a sweep folder (with 0/, 1/, …) or a run folder")
-        found = [d] if _is_run(d) else sorted((s for s in d.iterdir() if s.is_dir() and _is_run(s)), key=_job_order)
-        if not found:
-            raise FaigError(f"no runs in {d}: neither it nor its subfolders have .hydra/ — pass the folder that "
-                            "faig-train or faig-attribute wrote (a run folder, or a multirun folder with 0/, 1/, …)")
-        paths += [p.resolve() for p in found if p.resolve() not in paths]
-    parent = Path(os.path.commonpath([p.parent for p in paths]))
-    return [load_run(p, p.relative_to(parent).as_posix()) for p in paths]
-
-
-def read_overrides(run_dir: str | os.PathLike) -> dict[str, str]:
-    """``key -> value`` from ``.hydra/overrides.yaml``: ``+``/``++``/``~`` prefixes stripped, ``hydra.*`` left out."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    overrides = {}
-    for item in yaml.safe_load(path.read_text()) or []:
-        key, sep, value = str(item).lstrip("+~").partition("=")
-        if sep and not key.startswith("hydra."):
-            overrides[key] = value
-    return overrides
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -146,55 +47,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _run_status(run_dir: Path) -> tuple[str, str]:
-    """``(status, reason)`` of a run folder; the reason is empty for a complete run."""
-    status_file = run_dir / "status.json"
-    if status_file.exists():
-        info = _read_json(status_file)
-        if info is None:
-            return INCOMPLETE, "status.json is unreadable"
-        recorded = info.get("status")
-        if recorded == FAILED:
-            return FAILED, str(info.get("error") or "failed (status.json records no error)")
-        if recorded == "running":
-            return INCOMPLETE, "interrupted or still running (status.json says running)"
-        if recorded == "interrupted":
-            where = f": {info['detail']}" if info.get("detail") else ""
-            return INCOMPLETE, f"interrupted by {info.get('signal') or 'a signal'}{where} — rerun its command to resume"
-        if recorded != COMPLETE:
-            return INCOMPLETE, f"unknown status {recorded!r} in status.json"
-    if not (run_dir / "summary.json").is_file():
-        return INCOMPLETE, "no attribution results (summary.json missing)"
-    if not (run_dir / "masking.csv").is_file():
-        return INCOMPLETE, "no attribution results (masking.csv missing)"
-    return COMPLETE, ""
-
-
-def load_run(run_dir: str | os.PathLike, name: str) -> RunRecord:
-    """Read one run folder: overrides, status and, when complete, ``summary.json`` and ``masking.csv``; a run on
-    another run's rankings has that run's overrides, and of its own those of other settings."""
-    path = Path(run_dir)
-    status, reason = _run_status(path)
-    run = RunRecord(name=name, path=path, status=status, reason=reason, overrides=read_overrides(path),
-                    wandb=loggers.wandb_record(path) or {})
-    if status != COMPLETE:
-        return run
-    summary = _read_json(path / "summary.json")
-    if summary is None or "num_filters" not in summary:
-        run.status, run.reason = INCOMPLETE, "summary.json is not an attribution summary"
-        return run
-    with open(path / "masking.csv", newline="") as fh:
-        reader = csv.DictReader(fh)
-        run.masking = list(reader)
-        run.masking_columns = list(reader.fieldnames or [])
-    run.summary = summary
-    if run.source:  # masked on another run's rankings: that run's settings are this one's (faig-attribute refuses
-        # a model, eval set or degradation that differs, so its own overrides of those say nothing new)
-        own = {k: v for k, v in run.overrides.items() if k.split(".")[0] not in SETUP_KEYS}
-        run.overrides = {**read_overrides(run.source), **own}
-    return run
 
 
 def _is_path(value: str | None) -> bool:
@@ -241,34 +93,30 @@ def summary_table(runs: Sequence[RunRecord], keys: Sequence[str]) -> tuple[list[
     return columns, rows
 
 
-ANALYSIS_TABLES = ("modulation.csv", "filter_locations.csv", "unit_types.csv", "degradation_prediction.csv")
-
-
 def analysis_table(runs: Sequence[RunRecord], keys: Sequence[str], name: str) -> tuple[list[str], list[list[str]]]:
-    """Every row of each complete run's analysis file ``name`` (e.g. ``modulation.csv``), exact strings, after the
-    run's name and swept values; runs without the file contribute nothing."""
+    """Every row of each complete run's analysis table ``name`` (one of ``ANALYSIS_TABLES``, e.g.
+    ``modulation.csv``), exact strings, after the run's name and swept values; runs without it contribute nothing."""
     columns: list[str] = []
     rows = []
-    for run in (r for r in runs if r.complete and (r.path / name).is_file()):
-        with open(run.path / name, newline="") as fh:
-            reader = csv.DictReader(fh)
-            columns = columns or list(reader.fieldnames or [])
-            head = [run.name, *(run.overrides.get(k, "") for k in keys)]
-            rows += [head + [row.get(c) or "" for c in columns] for row in reader]
+    for run in (r for r in runs if r.complete):
+        try:
+            found, table = run.folder.read_table(name)
+        except FileNotFoundError:
+            continue
+        columns = columns or found
+        head = [run.name, *(run.overrides.get(k, "") for k in keys)]
+        rows += [head + [row.get(c) or "" for c in columns] for row in table]
     return ["run", *keys, *columns], rows
-
-
-def _degradations(run: RunRecord) -> list[str]:
-    return [str(d) for d in run.summary.get("settings", {}).get("degradations", [])]
 
 
 def _top_sets(runs: Sequence[RunRecord]) -> dict[tuple[str, str], dict[float, frozenset[int]]]:
     """Top-p % FAIG filter sets per (run, degradation) and proportion p: the first ``int(N * p / 100)`` indices."""
     sets = {}
     for run in runs:
-        for deg in _degradations(run):
-            if run.faig_index(deg).is_file():
-                order = run.faig_index(deg).read_text().split()
+        for deg in run.degradations:
+            index_file = run.folder.index_file("faig", deg)
+            if index_file.is_file():
+                order = index_file.read_text().split()
                 sets[run.name, deg] = {
                     p: frozenset(int(i) for i in order[: int(run.num_filters * p / 100)]) for p in run.proportions
                 }
@@ -319,14 +167,14 @@ def markdown_report(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows
     lines += [f"| {r.name} | {r.status}{' (' + r.reason + ')' if r.reason else ''} | "
               + " | ".join(r.overrides.get(k, "") for k in keys) + " |" for r in runs]
     done = [r for r in runs if r.complete]
-    degs = list(dict.fromkeys(d for r in done for d in _degradations(r)))
+    degs = list(dict.fromkeys(d for r in done for d in r.degradations))
     head = [f"mask {d}: {c}" for d in degs for c in ("targeted", "other")]
     lines += ["", "## PSNR drop (dB) when the top filters are masked", "",
               "targeted: on inputs with the masked degradation; other: mean over the other ranked degradations' "
               "inputs", "", "| run | " + " | ".join([*keys, "method", "masked %", *head]) + " |",
               "|---|" + "---|" * (len(keys) + 2 + len(head))]
     for run in done:
-        drops = plots.drops(run)
+        drops = run.drops()
         for method, prop in dict.fromkeys((m, p) for m, p, _ in drops):
             cells = [fmt(drops.get((method, prop, d), (None, None))[i], 2) for d in degs for i in (0, 1)]
             lines.append(f"| {run.name} | " + " | ".join([*(run.overrides.get(k, "") for k in keys), method,
@@ -347,7 +195,7 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
 
 
-def sources(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
+def ranking_sources(runs: Sequence[RunRecord]) -> dict[str, RunRecord]:
     """The complete runs whose rankings complete runs of ``runs`` reused, by path: from ``runs`` when among them,
     else read from their folders (when they still exist)."""
     known = {str(r.path): r for r in runs}
@@ -368,7 +216,7 @@ def _write_plots(runs: Sequence[RunRecord], keys: Sequence[str], overlap_rows: S
     for key in (k for k in keys if k != plots.PROPORTIONS_KEY and any(k in r.overrides for r in done)):
         path = out / f"drop_vs_{_file_name(key)}.png"
         written.append(save_png(plots.drop_vs_figure(done, key), path))
-    ranked = sources(done)
+    ranked = ranking_sources(done)
     for method in dict.fromkeys(row["method"] for r in done for row in r.masking):
         path = out / f"curves_{_file_name(method)}.png"
         written.append(save_png(plots.curves_figure(done, method, keys, ranked), path))
@@ -399,7 +247,7 @@ def _wandb_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
                                                     for row in rows], allow_mixed_types=True)
 
 
-def headline(runs: Sequence[RunRecord], checks: Sequence[dict[str, Any]], passed: dict[str, bool],
+def sweep_headline(runs: Sequence[RunRecord], checks: Sequence[dict[str, Any]], passed: dict[str, bool],
              criterion: seeds.Criterion) -> dict[str, Any]:
     """The sweep in a few numbers: runs per status, complete runs that show the criterion's finding (``passed``:
     run name -> whether it does; ``checks``: the criterion's rows), and per masked degradation the criterion
@@ -428,7 +276,7 @@ def log_to_wandb(runs: Sequence[RunRecord], out: Path, keys: Sequence[str],
     its mode.
     """
     source = next((r for r in runs if r.complete), runs[0])
-    config_file = source.path / ".hydra" / "config.yaml"
+    config_file = source.folder.hydra_config
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
     logger = (config or {}).get("logger") or {}
     if logger.get("kind") != "wandb":
@@ -476,11 +324,11 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
     overlap_rows = overlaps(runs)
     checks = seeds.criterion_checks(runs, criterion)
     tables = {
-        "runs.csv": runs_table(runs, keys),
-        "summary.csv": summary_table(runs, keys),
-        "overlap.csv": overlap_table(overlap_rows),
-        "seeds.csv": seeds.seeds_table(runs, keys, criterion.reference),
-        "criterion.csv": seeds.criterion_table(checks),
+        RUNS_TABLE: runs_table(runs, keys),
+        SUMMARY_TABLE: summary_table(runs, keys),
+        OVERLAP_TABLE: overlap_table(overlap_rows),
+        SEEDS_TABLE: seeds.seeds_table(runs, keys, criterion.reference),
+        CRITERION_TABLE: seeds.criterion_table(checks),
     }
     for name in ANALYSIS_TABLES:
         columns, rows = analysis_table(runs, keys, name)
@@ -488,18 +336,18 @@ def summarize(dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | No
             tables[name] = (columns, rows)
     files = [atomic_write_text(out / name, _csv_text(*table)) for name, table in tables.items()]
     report = markdown_report(runs, keys, overlap_rows) + "\n" + seeds.seeds_markdown(runs, keys, criterion, checks)
-    files.append(atomic_write_text(out / "sweep.md", report))
+    files.append(atomic_write_text(out / SWEEP_REPORT, report))
     files += _write_plots(runs, keys, overlap_rows, out)
     # a run that did not mask the criterion's proportion (another job of a proportion sweep) neither passes nor fails
     checked = {c["run"] for c in checks}
     passed = {r.name: criterion.passed(r) for r in runs if r.name in checked}
-    numbers = headline(runs, checks, passed, criterion)
+    numbers = sweep_headline(runs, checks, passed, criterion)
     info = {**{s: numbers[f"sweep/{s}"] for s in (COMPLETE, FAILED, INCOMPLETE)}, "runs": len(runs),
             "swept_keys": keys, "files": [f.name for f in files],
             "criterion": {"rule": criterion.describe(), "passed": [n for n, ok in passed.items() if ok],
                           "failed": [n for n, ok in passed.items() if not ok],
                           "all_passed": numbers["sweep/criterion/all_passed"]}, "headline": numbers}
-    files.append(atomic_write_text(out / "sweep_summary.json", json.dumps(info, indent=2) + "\n"))
+    files.append(atomic_write_text(out / SWEEP_SUMMARY, json.dumps(info, indent=2) + "\n"))
     log.info("wrote %d files to %s: %s", len(files), out, ", ".join(f.name for f in files))
     if wandb == "auto":
         wandb_dir = log_to_wandb(runs, out, keys, tables, files, numbers)
