@@ -25,11 +25,13 @@ from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.tables import drop_markdown
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.cli import main_with_exit_code, run_job, run_names
-from faig_lightning.config import CONF_DIR, flat, plain
+from faig_lightning.config import flat, plain
 from faig_lightning.data import build_eval_set
+from faig_lightning.data.eval_set import EVAL_SET_KEYS
 from faig_lightning.errors import FaigError
 from faig_lightning.nets.build import build_net, check_model
 from faig_lightning.run_folder import SETUP_KEYS, RunFolder, wandb_record
+from faig_lightning.schemas import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
     if settings.rankings_from is not None:
         source = Path(settings.rankings_from).resolve()
         ranked = RunFolder(source)
-        recorded = ranked.recorded_setup(ranked.read_results_summary())
+        recorded = ranked.recorded_setup(ranked.read_results_summary(), EVAL_SET_KEYS)
         given = _overridden(overrides)
         _check_conflicts(setup, recorded, given, source)
         setup = {**recorded, "eval": {**recorded["eval"], "cache_dir": setup["eval"]["cache_dir"]},

@@ -12,8 +12,8 @@ A run folder ``<run>/`` holds:
 - one folder per training stage (``StageFolder``): ``net_g.pth``, ``checkpoints/last.ckpt`` and the stage's own
   ``summary.json`` (``StageFolder.summary``; not the results summary).
 
-Plain Python (numpy, json; omegaconf and yaml imported only by the readers that need them): reading a finished
-run loads neither torch nor Lightning.
+Plain Python (numpy, json; omegaconf and yaml imported only by the readers that need them) that imports no other
+layer of the package: reading a finished run loads neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from faig_lightning.atomic import atomic_path, atomic_write_text
 from faig_lightning.errors import FaigError
-
-if TYPE_CHECKING:
-    from faig_lightning.attribution.settings import AttributionSettings
 
 SUMMARY_FILE = "summary.json"
 """The results summary of a run folder and, under the same name, each stage's own summary."""
@@ -329,23 +327,30 @@ class RunFolder:
                             "that run's attribution to record them")
         return summary
 
-    def recorded_setup(self, summary: dict[str, Any]) -> dict[str, Any]:
-        """The ``SETUP_KEYS`` of this finished run: the ``provenance`` of its results ``summary``, with the eval set
-        and degradation a ``faig-train`` run does not record there read from its saved Hydra config
-        (``data.eval``)."""
+    def read_hydra_config(self) -> Any:
+        """The job's config as Hydra saved it (an omegaconf ``DictConfig``); one FaigError when it is missing."""
         from omegaconf import OmegaConf
 
-        from faig_lightning.data.eval_set import EVAL_SET_KEYS
+        if not self.hydra_config.is_file():
+            raise FaigError(f"{self.hydra_config} is missing: {self.path} is not a Hydra run folder of faig-train or "
+                            "faig-attribute")
+        return OmegaConf.load(self.hydra_config)
+
+    def recorded_setup(self, summary: dict[str, Any], eval_keys: Collection[str]) -> dict[str, Any]:
+        """The ``SETUP_KEYS`` of this finished run: the ``provenance`` of its results ``summary``, with the eval set
+        and degradation a ``faig-train`` run does not record there read from its saved Hydra config (``data.eval``,
+        only its ``eval_keys``: the eval-set arguments)."""
+        from omegaconf import OmegaConf
 
         setup = dict(summary.get("provenance", {}))
         missing = [k for k in ("eval", "degradation") if k not in setup]
         if missing and self.hydra_config.is_file():
-            config = OmegaConf.load(self.hydra_config)
+            config = self.read_hydra_config()
             found = {"eval": OmegaConf.select(config, "data.eval") or OmegaConf.select(config, "eval"),
                      "degradation": OmegaConf.select(config, "degradation")}
             setup |= {k: OmegaConf.to_container(found[k], resolve=True) for k in missing if found[k] is not None}
             if isinstance(setup.get("eval"), dict):
-                setup["eval"] = {k: v for k, v in setup["eval"].items() if k in EVAL_SET_KEYS}
+                setup["eval"] = {k: v for k, v in setup["eval"].items() if k in eval_keys}
         absent = [k for k in SETUP_KEYS if k not in setup]
         if absent:
             raise FaigError(f"{self.results_summary} does not record {absent} (nor has the run a "
@@ -353,20 +358,22 @@ class RunFolder:
         return setup
 
     def read_rankings(
-        self, summary: dict[str, Any], settings: AttributionSettings
+        self, summary: dict[str, Any], methods: Sequence[str], degradations: Sequence[str] | None
     ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]], list[str], list[str]]:
-        """Rankings and scores of the requested methods/degradations that this run holds, with those lists.
+        """Rankings and scores of the requested ``methods`` and ``degradations`` (None: every ranked one) that this
+        run holds, with those lists; ``summary`` is its ``read_results_summary``.
 
         Requested methods the run did not compute are left out (the run's own methods are the menu); none left is
         an error, as is a requested degradation the run did not rank.
         """
         stored = summary["settings"]
         have_methods, have_degs = list(stored.get("methods", [])), list(stored.get("degradations", []))
-        methods = [m for m in settings.methods if m in have_methods]
+        requested = list(methods)
+        methods = [m for m in requested if m in have_methods]
         if not methods:
             raise FaigError(f"{self.path} holds rankings for {have_methods}, none of attribution.methods="
-                            f"{list(settings.methods)}; request some of those")
-        degs = list(settings.degradations) if settings.degradations is not None else have_degs
+                            f"{requested}; request some of those")
+        degs = list(degradations) if degradations is not None else have_degs
         missing = [d for d in degs if d not in have_degs]
         if missing:
             raise FaigError(f"{self.path} ranked {have_degs}, not {missing}; set attribution.degradations accordingly")
@@ -389,17 +396,18 @@ class RunFolder:
                 rankings[method][deg], scores[method][deg] = order, values
         return rankings, scores, methods, degs
 
-    def results_complete(self, settings: AttributionSettings, fingerprints: dict[str, str]) -> bool:
-        """Whether this folder holds every result file of an attribution of these weights with these settings."""
+    def results_complete(self, requested: dict[str, Any], fingerprints: dict[str, str]) -> bool:
+        """Whether this folder holds every result file of an attribution of these weights (``fingerprints``) with
+        these settings (``requested``: ``AttributionSettings.to_dict()``)."""
         try:
             summary = json.loads(self.results_summary.read_text())
             stored = summary["settings"]
-            same = summary["fingerprints"] == fingerprints and stored["requested"] == settings.to_dict()
+            same = summary["fingerprints"] == fingerprints and stored["requested"] == requested
         except (OSError, ValueError, KeyError, TypeError):
             return False
         files = [f(m, d) for m in stored["methods"] for d in stored["degradations"]
                  for f in (self.index_file, self.scores_file)]
-        if settings.proportions:
+        if requested["proportions"]:
             files.append(self.masking)
         return same and all(f.is_file() for f in files)
 

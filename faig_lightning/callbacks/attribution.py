@@ -59,7 +59,8 @@ class AttributionCallback(Callback):
 
     def complete(self) -> bool:
         """Whether ``out_dir`` holds complete results for the nets and settings of the last ``run``."""
-        return self.fingerprints is not None and self.folder.results_complete(self.settings, self.fingerprints)
+        return self.fingerprints is not None and self.folder.results_complete(self.settings.to_dict(),
+                                                                              self.fingerprints)
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AttributionResult | None:
         """Attribute ``pl_module.net`` against the baseline unless complete results exist; returns the result."""
@@ -68,7 +69,7 @@ class AttributionCallback(Callback):
         target.eval()
         baseline = load_weights(copy.deepcopy(target), self.baseline_ckpt, key="ema").eval()
         self.fingerprints = {"baseline": state_fingerprint(baseline), "target": state_fingerprint(target)}
-        if self.folder.results_complete(self.settings, self.fingerprints):
+        if self.folder.results_complete(self.settings.to_dict(), self.fingerprints):
             log.info("attribution results in %s are complete for this target and these settings; not recomputed",
                      self.folder.path)
             target.train(was_training)
