@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +125,7 @@ class _Op:
         return f"p={self.prob:g}, {self.PARAM}={value}"
 
     @classmethod
-    def from_config(cls, cfg: object) -> _Op:
+    def from_config(cls, cfg: object) -> Self:
         """The op from its config mapping (e.g. a DictConfig), every key checked; an instance is returned as is."""
         if isinstance(cfg, cls):
             return cfg
@@ -325,7 +325,7 @@ def gaussian_kernel2d(kernel_size: int, sigma: float) -> torch.Tensor:
     return get_gaussian_kernel2d(kernel_size, (float(sigma), float(sigma)))[0]
 
 
-def downsample(x: torch.Tensor, scale: int, mode: str = "bilinear") -> torch.Tensor:
+def downsample(x: torch.Tensor, scale: int, mode: str = PAPER_LEVELS.downsample) -> torch.Tensor:
     """Shrink (B,C,H,W) by an integer ``scale``.
 
     ``bilinear``: ``F.interpolate`` bilinear, align_corners=False, no antialias (= cv2 INTER_LINEAR, the

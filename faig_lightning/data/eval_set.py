@@ -201,7 +201,7 @@ class PairedEvalSet(Dataset):
         gt_images: Mapping[str, np.ndarray | str | os.PathLike],
         degradations: Mapping[str, Mapping | None],
         scale: int,
-        downsample: str = "bilinear",
+        downsample: str = PAPER_LEVELS.downsample,
         seed: int = 0,
         cache_dir: str | os.PathLike = ".cache/eval_sets",
     ) -> PairedEvalSet:
@@ -310,7 +310,7 @@ def build_eval_set(
     degraded_dirs: Mapping[str, str | os.PathLike] | None = None,
     degradations: Mapping[str, Mapping | None] | None = None,
     scale: int = 2,
-    downsample: str = "bilinear",
+    downsample: str = PAPER_LEVELS.downsample,
     seed: int = 0,
     cache_dir: str | os.PathLike = ".cache/eval_sets",
     photos: Sequence[str] = EVAL_PHOTOS,
