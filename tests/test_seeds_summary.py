@@ -96,3 +96,15 @@ def test_criterion_settings_and_missing_results(tmp_path):
     assert not Criterion(min_drop=3.5).check(run)[1]["passed"]
     assert not Criterion(method="ig").passed(run)  # no IG rows: nothing shows the finding
     assert Criterion(method="faig", reference="faig").check(run)[0]["reason"].startswith("targeted 1.20 < 5x faig")
+
+
+def test_replicates_with_different_degradations(tmp_path):
+    """Replicates of one setting need not mask the same degradations: each key averages the runs that have it."""
+    root = make_sweep(tmp_path / "sweep")
+    kept = [r for r in read_csv(root / "2" / "masking.csv") if r["masked_degradation"] == "blur"]
+    with open(root / "2" / "masking.csv", "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([COLUMNS, *([r[c] for c in COLUMNS] for r in kept)])
+    rows = {(r["method"], r["proportion"], r["masked_degradation"]): r
+            for r in read_csv(summarize([root], wandb="off") / "seeds.csv")}
+    assert rows["faig", "1", "blur"]["runs"] == "3" and rows["faig", "1", "noise"]["runs"] == "2"
+    np.testing.assert_allclose(float(rows["faig", "1", "noise"]["ratio_to_random"]), 7.2 / 1.1, rtol=1e-12)

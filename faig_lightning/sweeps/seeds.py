@@ -93,10 +93,11 @@ def seeds_table(runs: Sequence[RunRecord], keys: Sequence[str], reference: str =
     for values, group in replicate_groups(runs, keys).items():
         per_run = [r.drops() for r in group]
         for method, prop, masked in dict.fromkeys(k for d in per_run for k in d):
-            pairs = [d[method, prop, masked] for d in per_run if (method, prop, masked) in d]
+            having = [d for d in per_run if (method, prop, masked) in d]
+            pairs = [d[method, prop, masked] for d in having]
             targeted = [t for t, _ in pairs if t is not None]
             other = [o for _, o in pairs if o is not None]
-            refs = [d.get((reference, prop, masked), (None, None))[0] for d in per_run]
+            refs = [d.get((reference, prop, masked), (None, None))[0] for d in having]
             if not targeted or not other:
                 continue
             t_mean, t_sd = _mean_sd(targeted)
