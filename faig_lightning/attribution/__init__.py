@@ -18,37 +18,49 @@ from faig_lightning.attribution.quadrature import RULES, quadrature
 
 if TYPE_CHECKING:
     from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
-    from faig_lightning.attribution.engine import METHODS, AttributionResult, MaskingRow, run_attribution
+    from faig_lightning.attribution.engine import AttributionResult, MaskingRow, run_attribution
     from faig_lightning.attribution.evalset import EvalItem
     from faig_lightning.attribution.faig import Completeness, FaigResult, compute_faig, discriminative_scores
-    from faig_lightning.attribution.filters import ConvLayer, FilterIndex, ranking
+    from faig_lightning.attribution.filters import FilterIndex, UnitGroup, ranking
     from faig_lightning.attribution.masking import FilterMasker
+    from faig_lightning.attribution.methods import (
+        METHODS,
+        AttributionContext,
+        AttributionMethod,
+        MethodScores,
+        get_method,
+        register_method,
+    )
     from faig_lightning.attribution.metrics import Evaluator, gradient_map, gradient_mse_x1000, psnr, quantize, ssim
     from faig_lightning.attribution.panels import Figure2Panel, figure2_panel
-    from faig_lightning.attribution.report import masking_markdown, write_results
+    from faig_lightning.attribution.report import write_results
     from faig_lightning.attribution.settings import AttributionSettings
+    from faig_lightning.attribution.tables import masking_markdown
 
 _HOMES = {
     "baselines": ("abs_filter_change", "compute_ig", "random_scores"),
-    "engine": ("METHODS", "AttributionResult", "MaskingRow", "run_attribution"),
+    "engine": ("AttributionResult", "MaskingRow", "run_attribution"),
     "evalset": ("EvalItem",),
     "faig": ("Completeness", "FaigResult", "compute_faig", "discriminative_scores"),
-    "filters": ("ConvLayer", "FilterIndex", "ranking"),
+    "filters": ("FilterIndex", "UnitGroup", "ranking"),
     "masking": ("FilterMasker",),
+    "methods": ("METHODS", "AttributionContext", "AttributionMethod", "MethodScores", "get_method", "register_method"),
     "metrics": ("Evaluator", "gradient_map", "gradient_mse_x1000", "psnr", "quantize", "ssim"),
     "panels": ("Figure2Panel", "figure2_panel"),
-    "report": ("masking_markdown", "write_results"),
+    "report": ("write_results",),
     "settings": ("AttributionSettings",),
+    "tables": ("masking_markdown",),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "METHODS",
     "RULES",
+    "AttributionContext",
+    "AttributionMethod",
     "AttributionResult",
     "AttributionSettings",
     "Completeness",
-    "ConvLayer",
     "EvalItem",
     "Evaluator",
     "FaigResult",
@@ -56,11 +68,14 @@ __all__ = [
     "FilterIndex",
     "FilterMasker",
     "MaskingRow",
+    "MethodScores",
+    "UnitGroup",
     "abs_filter_change",
     "compute_faig",
     "compute_ig",
     "discriminative_scores",
     "figure2_panel",
+    "get_method",
     "gradient_map",
     "gradient_mse_x1000",
     "masking_markdown",
@@ -69,6 +84,7 @@ __all__ = [
     "quantize",
     "random_scores",
     "ranking",
+    "register_method",
     "run_attribution",
     "ssim",
     "write_results",

@@ -40,10 +40,9 @@ def ig_path(variant: str, steps: int | None = None) -> tuple[np.ndarray, np.ndar
     weights 1 (no division). The two differ by a constant factor and the degraded endpoint, so rankings nearly agree.
     ``gauss_legendre``: ``steps`` Gauss-Legendre nodes on [0, 1], weights summing to 1: the integral the
     ``srresnet`` sum approximates, exact for polynomials of degree ``2 steps - 1`` (few nodes suffice on a smooth
-    path, as for FAIG).
+    path, as for FAIG). Unchecked: :func:`compute_ig` and ``AttributionSettings`` check ``variant`` and ``steps``.
     """
-    check_choice("IG variant", variant, IG_VARIANTS)
-    steps = check_positive_int("IG steps", IG_DEFAULT_STEPS[variant] if steps is None else steps)
+    steps = IG_DEFAULT_STEPS[variant] if steps is None else steps
     if variant == "srresnet":
         return np.arange(steps) / steps, np.full(steps, 1.0 / steps)
     if variant == "srcnn":
@@ -83,25 +82,50 @@ def compute_ig(
     available = check_eval_set(eval_set, scale)
     require_clean(available)
     degs = resolve_degradations(degradations, available)
-    alphas, weights = ig_path(variant, steps)
+    check_choice("IG variant", variant, IG_VARIANTS)
+    if steps is not None:
+        check_positive_int("IG steps", steps)
     dev = resolve_device(device, target)
-    batch = check_positive_int("max_batch", default_ig_batch(dev) if max_batch is None else max_batch)
-    index = FilterIndex.from_model(target, extra_units)
-    params = {n: p.detach().to(dev) for n, p in target.named_parameters()}
-    buffers = {n: b.detach().to(dev) for n, b in target.named_buffers()}
+    if max_batch is not None:
+        check_positive_int("max_batch", max_batch)
+    return ig_unchecked(target, eval_set, FilterIndex.from_model(target, extra_units), degs, variant=variant,
+                        steps=steps, max_batch=max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
+                        per_weight=per_weight)
+
+
+def ig_unchecked(
+    target: nn.Module,
+    eval_set: Sequence[EvalItem],
+    index: FilterIndex,
+    degs: list[str],
+    *,
+    variant: str,
+    steps: int | None,
+    max_batch: int | None,
+    device: torch.device,
+    reduce_fn: ReduceFn | None,
+    progress: Progress | None,
+    per_weight: bool,
+) -> dict[str, np.ndarray]:
+    """:func:`compute_ig` on inputs checked before (the engine checks a run's once): the target's ``index``, the
+    ranked degradations ``degs`` of an eval set with clean inputs, valid settings and a resolved ``device``."""
+    alphas, weights = ig_path(variant, steps)
+    batch = default_ig_batch(device) if max_batch is None else max_batch
+    params = {n: p.detach().to(device) for n, p in target.named_parameters()}
+    buffers = {n: b.detach().to(device) for n, b in target.named_buffers()}
     conv_names = index.weight_names
-    sums = torch.zeros(len(degs), len(index), dtype=torch.float64, device=dev)
-    alpha_t = torch.tensor(alphas, device=dev, dtype=next(iter(params.values())).dtype).view(-1, 1, 1, 1)
+    sums = torch.zeros(len(degs), len(index), dtype=torch.float64, device=device)
+    alpha_t = torch.tensor(alphas, device=device, dtype=next(iter(params.values())).dtype).view(-1, 1, 1, 1)
     # node weights as a weighted objective: one backward of sum_b w_b sum F(x_b) gives sum_b w_b dF(x_b)/dW
     uniform = bool(np.all(weights == weights[0]))
-    weight_t = torch.tensor(weights, device=dev, dtype=alpha_t.dtype).view(-1, 1, 1, 1)
+    weight_t = torch.tensor(weights, device=device, dtype=alpha_t.dtype).view(-1, 1, 1, 1)
     total, done = len(eval_set) * len(degs) * len(alphas), 0
     with eval_mode(target):
         for group in size_groups(eval_set):
             for pos in group:
-                clean = stack(eval_set, [pos], CLEAN, dev, alpha_t.dtype)
+                clean = stack(eval_set, [pos], CLEAN, device, alpha_t.dtype)
                 for di, deg in enumerate(degs):
-                    delta_x = stack(eval_set, [pos], deg, dev, alpha_t.dtype) - clean
+                    delta_x = stack(eval_set, [pos], deg, device, alpha_t.dtype) - clean
                     acc = [torch.zeros_like(params[n]) for n in conv_names]
                     for start in range(0, len(alphas), batch):
                         leaves = {n: params[n].clone().requires_grad_() for n in conv_names}
@@ -128,7 +152,11 @@ def abs_filter_change(baseline: nn.Module, target: nn.Module, extra_units: Seque
     that grew from zero gets a huge finite score and ranks first (the official numpy division gives inf).
     """
     check_pair(baseline, target)
-    index = FilterIndex.from_model(target, extra_units)
+    return abs_filter_change_unchecked(baseline, target, FilterIndex.from_model(target, extra_units))
+
+
+def abs_filter_change_unchecked(baseline: nn.Module, target: nn.Module, index: FilterIndex) -> np.ndarray:
+    """:func:`abs_filter_change` of a pair checked before (``check_pair``), over the target's ``index``."""
     b_state, t_state = baseline.state_dict(), target.state_dict()
     change = index.per_filter({n: t_state[n].double() - b_state[n].double() for n in index.weight_names})
     norm = index.per_filter({n: b_state[n].double() for n in index.weight_names})

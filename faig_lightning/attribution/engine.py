@@ -13,28 +13,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from faig_lightning.attribution.baselines import abs_filter_change, compute_ig, random_scores
 from faig_lightning.attribution.evalset import EvalItem
-from faig_lightning.attribution.faig import (
-    Completeness,
-    FaigResult,
-    Progress,
-    ReduceFn,
-    compute_faig,
-)
+from faig_lightning.attribution.faig import Completeness, FaigResult, Progress, ReduceFn
 from faig_lightning.attribution.filters import FilterIndex, ranking
 from faig_lightning.attribution.functional import resolve_device, tf32_allowed
 from faig_lightning.attribution.locations import LocationRow, filter_locations
 from faig_lightning.attribution.masking import FilterMasker, filter_set_key
+from faig_lightning.attribution.methods import AttributionContext, get_method
 from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
 from faig_lightning.attribution.modulation import ModulationRow, modulation_curves, modulation_strip, strip_lambdas
 from faig_lightning.attribution.prediction import PREDICTABLE, PredictionResult, predict_degradations, predictable
-from faig_lightning.attribution.settings import METHODS, AttributionSettings
+from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.attribution.validation import check_eval_set, check_pair, state_fingerprint
 from faig_lightning.errors import FaigError
 from faig_lightning.run_folder import RunFolder, check_same_nets
 
-__all__ = ["METHODS", "AttributionResult", "MaskingRow", "run_attribution"]
+__all__ = ["AttributionResult", "MaskingRow", "run_attribution"]
 
 log = logging.getLogger(__name__)
 
@@ -145,31 +139,17 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         source = RunFolder(cfg.rankings_from)
         reused = source.read_results_summary()
         check_same_nets(reused, fingerprints, len(index), cfg.rankings_from)
-        rankings, scores, methods, degs = source.read_rankings(reused, cfg)
+        rankings, scores, methods, degs = source.read_rankings(reused, cfg.methods, cfg.degradations)
     else:
         methods, degs = list(cfg.methods), cfg.check_inputs(inputs)
-        scores = {}
+        ctx = AttributionContext(baseline, target, eval_set, scale, degs, index, cfg, dev, reduce_fn, progress)
+        scores, details = {}, {}
         for method in methods:
             t0 = time.perf_counter()
-            if method == "faig":
-                faig_result = compute_faig(
-                    baseline, target, eval_set, scale=scale, degradations=degs, steps=cfg.steps, rule=cfg.rule,
-                    tol=cfg.tol, budget=cfg.auto_budget, max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn,
-                    progress=progress, extra_units=cfg.extra_units, per_weight=cfg.per_weight,
-                )  # fmt: skip
-                scores[method] = faig_result.discriminative
-            elif method == "ig":
-                scores[method] = compute_ig(
-                    target, eval_set, scale=scale, degradations=degs, variant=cfg.ig_variant, steps=cfg.ig_steps,
-                    max_batch=cfg.max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
-                    extra_units=cfg.extra_units, per_weight=cfg.per_weight,
-                )  # fmt: skip
-            elif method == "abs_filter_change":
-                change = abs_filter_change(baseline, target, cfg.extra_units)
-                scores[method] = {d: change for d in degs}
-            else:
-                scores[method] = random_scores(len(index), degs, cfg.seed)
+            out = get_method(method).attribute(ctx)
+            scores[method], details[method] = out.checked(method, degs, len(index)), out.detail
             timings[method] = time.perf_counter() - t0
+        faig_result = details.get("faig")
         # rank on the float64 scores (differences and ratios are never rounded first), keep float32 copies
         rankings = {m: {d: ranking(torch.from_numpy(s)).numpy() for d, s in per.items()} for m, per in scores.items()}
         scores = {m: {d: s.astype(np.float32) for d, s in per.items()} for m, per in scores.items()}
@@ -183,7 +163,7 @@ def _run(baseline: nn.Module, target: nn.Module, eval_set: Sequence[EvalItem], s
         eval_set, scale=scale, degradations=inputs, device=dev, channel=cfg.channel,
         max_batch=default_eval_batch(dev), reduce_fn=reduce_fn,
     )  # fmt: skip
-    masker = FilterMasker(baseline, target, device=dev, extra_units=cfg.extra_units)
+    masker = FilterMasker(baseline, target, device=dev, index=index)
     masking, unmasked, measured = _masking_table(baseline, masker, evaluator, rankings, index, cfg.proportions,
                                                  progress)
     timings["masking"] = time.perf_counter() - t0

@@ -305,12 +305,40 @@ def compute_faig(
     if not (isinstance(tol, float | int) and math.isfinite(tol) and tol > 0):
         raise FaigError(f"tol must be a positive number (relative completeness gap), got {tol!r}")
     dev = resolve_device(device, target)
-    batch = check_positive_int("max_batch", default_max_batch(dev) if max_batch is None else max_batch)
-    index = FilterIndex.from_model(target, extra_units)
-    path = ParameterPath(baseline, target, dev)
-    integrator = _Integrator(target, path, index, eval_set, degs, dev, batch, per_weight)
+    if max_batch is not None:
+        check_positive_int("max_batch", max_batch)
+    return faig_unchecked(
+        baseline, target, eval_set, FilterIndex.from_model(target, extra_units), degs, steps=steps, rule=rule,
+        tol=tol, budget=budget, max_batch=max_batch, device=dev, reduce_fn=reduce_fn, progress=progress,
+        per_weight=per_weight,
+    )  # fmt: skip
+
+
+def faig_unchecked(
+    baseline: nn.Module,
+    target: nn.Module,
+    eval_set: Sequence[EvalItem],
+    index: FilterIndex,
+    degradations: list[str],
+    *,
+    steps: int | str,
+    rule: str,
+    tol: float,
+    budget: int,
+    max_batch: int | None,
+    device: torch.device,
+    reduce_fn: ReduceFn | None,
+    progress: Progress | None,
+    per_weight: bool,
+) -> FaigResult:
+    """:func:`compute_faig` on inputs checked before (the engine checks a run's once): the target's ``index``, the
+    ranked ``degradations`` of the eval set, valid settings and a resolved ``device``; checks nothing itself."""
+    levels = step_levels(steps, budget)
+    batch = default_max_batch(device) if max_batch is None else max_batch
+    path = ParameterPath(baseline, target, device)
+    integrator = _Integrator(target, path, index, eval_set, degradations, device, batch, per_weight)
     reduce = reduce_fn if reduce_fn is not None else (lambda t: t)
-    if max_batch is None and dev.type == "cuda":
+    if max_batch is None and device.type == "cuda":
         with eval_mode(target):
             integrator.max_batch = integrator.memory_max_batch()
 
@@ -322,12 +350,12 @@ def compute_faig(
         for n in levels:
             alphas, weights = quadrature(rule, n)
             sums = integrator.run(alphas, weights, progress)
-            evaluations += len(eval_set) * len(degs) * len(alphas)
+            evaluations += len(eval_set) * len(degradations) * len(alphas)
             packed = reduce(torch.cat([t.reshape(-1) for t in sums.values()]))
             scores, rest = packed[: sums["scores"].numel()], packed[sums["scores"].numel() :]
-            counts, estimate, exact, magnitude = rest.reshape(4, len(degs))
+            counts, estimate, exact, magnitude = rest.reshape(4, len(degradations))
             completeness = {d: Completeness(float(estimate[i]), float(exact[i]), float(magnitude[i]))
-                            for i, d in enumerate(degs)}
+                            for i, d in enumerate(degradations)}
             if steps != "auto":
                 break
             worst_gaps.append(max(c.gap for c in completeness.values()))
@@ -348,10 +376,10 @@ def compute_faig(
         warnings.warn(
             f"FAIG steps='auto' stopped at {n} steps ({reason}) with completeness gap {worst.gap:.2e} >= tol {tol}, "
             f"numerical floor about {worst.floor:.1e}; {advice}",
-            stacklevel=2,
+            stacklevel=3,
         )
-    means = (scores.reshape(len(degs), -1) / counts.unsqueeze(1)).cpu().numpy()  # float64 until written
-    per_degradation = {d: means[i] for i, d in enumerate(degs)}
+    means = (scores.reshape(len(degradations), -1) / counts.unsqueeze(1)).cpu().numpy()  # float64 until written
+    per_degradation = {d: means[i] for i, d in enumerate(degradations)}
     return FaigResult(
         per_degradation=per_degradation,
         discriminative=discriminative_scores(per_degradation),

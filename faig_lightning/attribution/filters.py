@@ -10,6 +10,7 @@ from fnmatch import fnmatchcase
 import torch
 from torch import nn
 
+from faig_lightning.attribution.proportions import top_k
 from faig_lightning.errors import FaigError
 
 KINDS = ("conv", "attention", "linear", "tensor")
@@ -19,10 +20,11 @@ of other ``nn.Linear`` layers (MLPs, embeddings); whole tensors added with ``ext
 
 
 @dataclass(frozen=True)
-class ConvLayer:
-    """One indexed weight: its state-dict name, shape, first global filter index, whether it is stored
-    ``(in, out, ...)`` (transposed convolutions) rather than ``(out, in, ...)`` (convolutions, Linear, attention
-    projections), and its unit type (``KINDS``). A filter (unit) is ``W[o, i]`` — a kernel for convolutions, a
+class UnitGroup:
+    """The units of one indexed parameter (a convolution's kernels, a Linear or attention matrix's scalars, or a
+    whole tensor): its state-dict name, shape, first global filter index, whether it is stored ``(in, out, ...)``
+    (transposed convolutions) rather than ``(out, in, ...)`` (convolutions, Linear, attention projections), and
+    its unit type (``KINDS``). A filter (unit) is ``W[o, i]`` — a kernel for convolutions, a
     scalar for matrices; a ``tensor`` layer is one unit holding the whole parameter (its grid is ``1 x 1``)."""
 
     name: str
@@ -99,11 +101,11 @@ class FilterIndex:
     Transposed convolutions store ``(I, O / groups, k...)``; their filter ``[o, i]`` is ``W[i, o]``.
     """
 
-    def __init__(self, layers: list[ConvLayer], excluded: Sequence[str] = ()) -> None:
+    def __init__(self, layers: list[UnitGroup], excluded: Sequence[str] = ()) -> None:
         if not layers:
             raise FaigError("the network has no weight FAIG can attribute (convolutions, nn.Linear, "
                             "nn.MultiheadAttention projections); pass a network built from them")
-        self.layers: tuple[ConvLayer, ...] = tuple(layers)
+        self.layers: tuple[UnitGroup, ...] = tuple(layers)
         self.excluded: tuple[str, ...] = tuple(excluded)
         """Parameters of the net that are not indexed (biases, norms, position-bias tables, ...)."""
         self._by_name = {layer.name: pos for pos, layer in enumerate(self.layers)}
@@ -116,10 +118,10 @@ class FilterIndex:
         matches one of the shell-style patterns ``extra_units`` (e.g. ``*relative_position_bias_table``,
         ``*norm*``, ``*`` for all) as one unit of its own, in ``named_parameters`` order, so the weights keep
         their numbers."""
-        layers: list[ConvLayer] = []
+        layers: list[UnitGroup] = []
         offset = 0
         for name, weight, transposed, kind in attributable(model):
-            layer = ConvLayer(name=name, shape=tuple(weight.shape), offset=offset, transposed=transposed, kind=kind)
+            layer = UnitGroup(name=name, shape=tuple(weight.shape), offset=offset, transposed=transposed, kind=kind)
             layers.append(layer)
             offset += layer.count
         indexed = {layer.name for layer in layers}
@@ -132,7 +134,7 @@ class FilterIndex:
         excluded = []
         for name, p in others:
             if any(fnmatchcase(name, pattern) for pattern in extra_units):
-                layers.append(ConvLayer(name=name, shape=tuple(p.shape), offset=offset, kind="tensor"))
+                layers.append(UnitGroup(name=name, shape=tuple(p.shape), offset=offset, kind="tensor"))
                 offset += 1
             else:
                 excluded.append(name)
@@ -156,7 +158,7 @@ class FilterIndex:
         """State-dict names of the indexed weights, in index order."""
         return [layer.name for layer in self.layers]
 
-    def layer(self, layer: str | int) -> ConvLayer:
+    def layer(self, layer: str | int) -> UnitGroup:
         """The layer given by weight name (``'features.2.weight'``), module name (``'features.2'``) or position."""
         if isinstance(layer, int):
             if not -len(self.layers) <= layer < len(self.layers):
@@ -169,19 +171,19 @@ class FilterIndex:
 
     def flat(self, layer: str | int, o: int, i: int) -> int:
         """Global index of filter ``W[o, i]`` of ``layer``."""
-        conv = self.layer(layer)
-        if not (0 <= o < conv.out_channels and 0 <= i < conv.in_channels):
-            raise FaigError(f"filter [{o}, {i}] out of range for {conv.name} with weight shape {conv.shape}")
-        return conv.offset + o * conv.in_channels + i
+        group = self.layer(layer)
+        if not (0 <= o < group.out_channels and 0 <= i < group.in_channels):
+            raise FaigError(f"filter [{o}, {i}] out of range for {group.name} with weight shape {group.shape}")
+        return group.offset + o * group.in_channels + i
 
     def locate(self, flat: int) -> tuple[str, int, int]:
         """Inverse of :meth:`flat`: ``(weight_name, o, i)`` of a global index."""
         if not 0 <= flat < self._total:
             raise FaigError(f"filter index {flat} out of range [0, {self._total})")
         pos = int(torch.searchsorted(self._offsets, torch.tensor(flat), right=True)) - 1
-        conv = self.layers[pos]
-        o, i = divmod(flat - conv.offset, conv.in_channels)
-        return conv.name, o, i
+        group = self.layers[pos]
+        o, i = divmod(flat - group.offset, group.in_channels)
+        return group.name, o, i
 
     def layer_ids(self, flat: torch.Tensor) -> torch.Tensor:
         """Layer position of each global index in ``flat`` (any integer tensor)."""
@@ -189,30 +191,30 @@ class FilterIndex:
 
     def masks(self, filters: torch.Tensor | Sequence[int]) -> dict[str, torch.Tensor]:
         """Per weight holding any of the global indices ``filters``: a bool ``(out, in)`` filter mask of them
-        (:meth:`ConvLayer.weight_mask` turns it into a mask of the weight)."""
+        (:meth:`UnitGroup.weight_mask` turns it into a mask of the weight)."""
         flat = torch.as_tensor(filters, dtype=torch.long).reshape(-1)
         if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= self._total):
             raise FaigError(f"filter indices must lie in [0, {self._total}); got {int(flat.min())}..{int(flat.max())}")
         ids = self.layer_ids(flat)
         out = {}
         for pos in torch.unique(ids).tolist():
-            conv = self.layers[pos]
-            mask = torch.zeros(conv.out_channels * conv.in_channels, dtype=torch.bool)
-            mask[flat[ids == pos] - conv.offset] = True
-            out[conv.name] = mask.view(conv.out_channels, conv.in_channels)
+            group = self.layers[pos]
+            mask = torch.zeros(group.out_channels * group.in_channels, dtype=torch.bool)
+            mask[flat[ids == pos] - group.offset] = True
+            out[group.name] = mask.view(group.out_channels, group.in_channels)
         return out
 
     def per_filter(self, tensors: Mapping[str, torch.Tensor], per_weight: bool = False) -> torch.Tensor:
         """Reduce per-weight tensors shaped like the weights to ``(N,)``: sum of ``|.|`` over each filter, or with
         ``per_weight`` its mean (a 3x3 kernel, a Linear scalar and a whole tensor then compare weight for weight)."""
         parts = []
-        for conv in self.layers:
-            if conv.name not in tensors:
-                raise FaigError(f"per_filter needs a tensor for every indexed weight; {conv.name!r} is missing")
-            tensor = tensors[conv.name]
-            if tuple(tensor.shape) != conv.shape:
-                raise FaigError(f"{conv.name}: expected shape {conv.shape}, got {tuple(tensor.shape)}")
-            units = conv.grid(tensor.abs())
+        for group in self.layers:
+            if group.name not in tensors:
+                raise FaigError(f"per_filter needs a tensor for every indexed weight; {group.name!r} is missing")
+            tensor = tensors[group.name]
+            if tuple(tensor.shape) != group.shape:
+                raise FaigError(f"{group.name}: expected shape {group.shape}, got {tuple(tensor.shape)}")
+            units = group.grid(tensor.abs())
             size = units[0, 0].numel()
             if units.dim() > 2:
                 units = units.sum(dim=tuple(range(2, units.dim())))
@@ -220,10 +222,8 @@ class FilterIndex:
         return torch.cat(parts)
 
     def top_k(self, proportion_percent: float) -> int:
-        """Number of filters in the top ``proportion_percent`` %: ``int(N * p / 100)`` as in the official code."""
-        if not 0 < proportion_percent <= 100:
-            raise FaigError(f"proportion {proportion_percent} must be a percentage in (0, 100], e.g. 1, 3, 5 or 10")
-        return int(self._total * proportion_percent / 100)
+        """Number of filters in the top ``proportion_percent`` % of this net (:func:`~.proportions.top_k`)."""
+        return top_k(self._total, proportion_percent)
 
     def top(self, scores: torch.Tensor, proportion_percent: float) -> torch.Tensor:
         """Global indices of the ``top_k(p)`` highest ``scores`` (ties: lower index first)."""

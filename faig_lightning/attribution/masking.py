@@ -27,12 +27,16 @@ class FilterMasker:
     ``lam * W_target + (1 - lam) * W_baseline``: ``lam=0`` is masking (the baseline's kernel, as in the paper),
     ``lam=1`` the target, ``lam>1`` extrapolation. Biases and every other tensor keep the target's values.
     On exit the chosen filters get the target's values back. The copy is made once, in eval mode on ``device``.
+    The pair is checked (``check_pair``) and indexed with ``extra_units``, unless the caller passes the ``index`` of
+    a pair it checked already (the engine, once per run).
     """
 
     def __init__(self, baseline: nn.Module, target: nn.Module, device: str | torch.device | None = None,
-                 extra_units: Sequence[str] = ()) -> None:
-        check_pair(baseline, target)
-        self.index = FilterIndex.from_model(target, extra_units)
+                 extra_units: Sequence[str] = (), *, index: FilterIndex | None = None) -> None:
+        if index is None:
+            check_pair(baseline, target)
+            index = FilterIndex.from_model(target, extra_units)
+        self.index = index
         self.net = copy.deepcopy(target)
         if device is not None:
             self.net.to(device)
@@ -40,11 +44,11 @@ class FilterMasker:
         b_state = baseline.state_dict()
         weights = dict(self.net.named_parameters())
         # filter grids: views with filter [o, i] at [o, i] whatever the weight's layout (writes go through)
-        self._weights = [conv.grid(weights[conv.name]) for conv in self.index.layers]
+        self._weights = [group.grid(weights[group.name]) for group in self.index.layers]
         self._target = [w.detach().clone() for w in self._weights]
         self._baseline = [
-            conv.grid(b_state[conv.name].detach().to(w.device, w.dtype))
-            for conv, w in zip(self.index.layers, self._weights, strict=True)
+            group.grid(b_state[group.name].detach().to(w.device, w.dtype))
+            for group, w in zip(self.index.layers, self._weights, strict=True)
         ]
 
     def _split(self, filters: torch.Tensor | np.ndarray | list[int]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -57,10 +61,10 @@ class FilterMasker:
         layer_ids = self.index.layer_ids(flat)
         out = []
         for pos in torch.unique(layer_ids).tolist():
-            conv = self.index.layers[pos]
-            local = flat[layer_ids == pos] - conv.offset
+            group = self.index.layers[pos]
+            local = flat[layer_ids == pos] - group.offset
             device = self._weights[pos].device
-            out.append((pos, (local // conv.in_channels).to(device), (local % conv.in_channels).to(device)))
+            out.append((pos, (local // group.in_channels).to(device), (local % group.in_channels).to(device)))
         return out
 
     @contextmanager

@@ -19,14 +19,15 @@ from torch import nn
 from faig_lightning.attribution.baselines import IG_VARIANTS
 from faig_lightning.attribution.faig import AUTO_BUDGET, AUTO_START_STEPS, DEFAULT_RULE, DEFAULT_STEPS, DEFAULT_TOL
 from faig_lightning.attribution.filters import FilterIndex
+from faig_lightning.attribution.methods import METHODS, get_method
 from faig_lightning.attribution.metrics import CHANNELS
 from faig_lightning.attribution.modulation import DEFAULT_LAMBDAS
-from faig_lightning.attribution.prediction import DEFAULT_BLUR_LEVELS, DEFAULT_NOISE_LEVELS
+from faig_lightning.attribution.proportions import check_proportions, top_k
 from faig_lightning.attribution.quadrature import RULES
-from faig_lightning.attribution.validation import check_proportions, require_clean, resolve_degradations
+from faig_lightning.attribution.validation import resolve_degradations
+from faig_lightning.degradations import PAPER_LEVELS
 from faig_lightning.errors import FaigError
 
-METHODS = ("faig", "ig", "abs_filter_change", "random")
 ANALYSES = ("modulation", "locations", "prediction")
 CONFIG_ONLY_KEYS = ("enabled",)
 """Keys of the ``attribution`` config group that switch the callback and are not engine settings."""
@@ -51,7 +52,8 @@ def _check_int(key: str, value: Any, minimum: int, example: str) -> int:
 class AttributionSettings:
     """What to rank, how to integrate, what to mask and where to compute.
 
-    - ``methods``: among ``METHODS``; ``degradations``: the ranked ones (None = every eval degradation but clean);
+    - ``methods``: registered methods (``register_method``; default: the built-in ``METHODS``); ``degradations``:
+      the ranked ones (None = every eval degradation but clean);
     - ``rule``/``steps``/``tol``/``auto_budget``: FAIG's quadrature (``official``/100 reproduces the paper's code;
       ``steps="auto"`` doubles from 8 nodes until the completeness gap is below ``tol`` or stops shrinking, within
       ``auto_budget`` nodes in all);
@@ -99,8 +101,8 @@ class AttributionSettings:
     analysis_method: str | None = None
     analysis_proportion: float = 1.0
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
-    prediction_blur: tuple[float, ...] = DEFAULT_BLUR_LEVELS
-    prediction_noise: tuple[float, ...] = DEFAULT_NOISE_LEVELS
+    prediction_blur: tuple[float, ...] = PAPER_LEVELS.prediction_blur
+    prediction_noise: tuple[float, ...] = PAPER_LEVELS.prediction_noise
     extra_units: tuple[str, ...] = ()
     per_weight: bool = False
 
@@ -110,9 +112,7 @@ class AttributionSettings:
         if not methods:
             raise FaigError(f"no attribution method chosen; set attribution.methods to some of {list(METHODS)}")
         for m in methods:
-            if m not in METHODS:
-                raise FaigError(f"unknown attribution method {m!r}; choose among {list(METHODS)}, e.g. "
-                                "attribution.methods=[faig,random]")
+            get_method(m)  # a FaigError names the registered methods
         set_(self, "methods", methods)
         if self.degradations is not None:
             degs = tuple(dict.fromkeys(str(d) for d in _as_list(self.degradations)))
@@ -203,9 +203,9 @@ class AttributionSettings:
         return FilterIndex.from_model(model, self.extra_units)
 
     def check_filters(self, num_filters: int) -> None:
-        """Raise when a proportion selects no filter of a net with ``num_filters`` filters (``int(N * p / 100)``)."""
+        """Raise when a proportion selects no filter of a net with ``num_filters`` filters (``top_k``)."""
         for p in (*self.proportions, self.panel_proportion, self.analysis_proportion):
-            if int(num_filters * p / 100) < 1:
+            if top_k(num_filters, p) < 1:
                 smallest = math.ceil(100 * 10 / num_filters) / 10
                 raise FaigError(f"masking {p:g} % of this net's {num_filters} filters selects none; use proportions "
                                 f">= {smallest:g} (attribution.proportions)")
@@ -213,8 +213,8 @@ class AttributionSettings:
     def check_inputs(self, available: Sequence[str]) -> list[str]:
         """The ranked degradations given the eval set's ``available`` names; raise what the methods cannot use."""
         degs = resolve_degradations(self.degradations, available)
-        if "ig" in self.methods:
-            require_clean(available)
+        for name in self.methods:
+            get_method(name).check_inputs(available)
         return degs
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -129,15 +128,6 @@ def require_clean(available: Sequence[str]) -> None:
         )
 
 
-def check_proportions(proportions: Iterable[float], name: str = "attribution.proportions") -> tuple[float, ...]:
-    """Masking proportions in percent as floats; each must lie in (0, 100]."""
-    values = tuple(proportions)
-    for p in values:
-        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 100:
-            raise FaigError(f"{name} value {p!r} must be a percentage in (0, 100]; e.g. {name}=[1,3,5,10]")
-    return tuple(float(p) for p in values)
-
-
 def check_positive_int(name: str, value: object) -> int:
     """Raise unless ``value`` is an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -150,29 +140,3 @@ def check_choice(kind: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise FaigError(f"unknown {kind} {value!r}; choose one of {', '.join(choices)}")
     return value
-
-
-def model_scale(net: nn.Module) -> int | None:
-    """The net's own SR factor: its ``scale`` or ``upscale`` attribute, None when it has neither."""
-    own = getattr(net, "scale", getattr(net, "upscale", None))
-    return own if isinstance(own, int) else None
-
-
-def check_model(net: nn.Module, scale: int) -> None:
-    """The net upscales a 1x3x8x8 batch by ``scale``; its own scale (:func:`model_scale`), if any, agrees."""
-    own = model_scale(net)
-    if own is not None and own != scale:
-        raise FaigError(f"the model's scale is {own} but scale={scale}; set model.scale / scale to one value")
-    device = next(net.parameters()).device
-    training = net.training
-    try:
-        with torch.no_grad():
-            out = net.eval()(torch.zeros(1, 3, 8, 8, device=device))
-    except Exception as err:  # the user's forward: name the failure in one line
-        raise FaigError(f"the model fails on a 1x3x8x8 LR batch ({type(err).__name__}: {err}); its forward must map "
-                        "(N, 3, h, w) to (N, 3, scale*h, scale*w)") from None
-    finally:
-        net.train(training)
-    if tuple(out.shape) != (1, 3, 8 * scale, 8 * scale):
-        raise FaigError(f"the model maps a 1x3x8x8 batch to {tuple(out.shape)}, not 1x3x{8 * scale}x{8 * scale}; "
-                        f"check model.* and scale={scale}")
