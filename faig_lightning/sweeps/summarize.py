@@ -22,6 +22,7 @@ import yaml
 
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
+from faig_lightning.attribution.proportions import top_k
 from faig_lightning.errors import FaigError
 from faig_lightning.plotting import save_png
 from faig_lightning.run_folder import ANALYSIS_TABLES
@@ -110,7 +111,7 @@ def analysis_table(runs: Sequence[RunRecord], keys: Sequence[str], name: str) ->
 
 
 def _top_sets(runs: Sequence[RunRecord]) -> dict[tuple[str, str], dict[float, frozenset[int]]]:
-    """Top-p % FAIG filter sets per (run, degradation) and proportion p: the first ``int(N * p / 100)`` indices."""
+    """Top-p % FAIG filter sets per (run, degradation) and proportion p: the first ``top_k(N, p)`` indices."""
     sets = {}
     for run in runs:
         for deg in run.degradations:
@@ -118,7 +119,7 @@ def _top_sets(runs: Sequence[RunRecord]) -> dict[tuple[str, str], dict[float, fr
             if index_file.is_file():
                 order = index_file.read_text().split()
                 sets[run.name, deg] = {
-                    p: frozenset(int(i) for i in order[: int(run.num_filters * p / 100)]) for p in run.proportions
+                    p: frozenset(int(i) for i in order[: top_k(run.num_filters, p)]) for p in run.proportions
                 }
     return sets
 
@@ -141,7 +142,7 @@ def overlaps(runs: Sequence[RunRecord]) -> list[Overlap]:
                     if set_a is None or set_b is None:
                         continue
                     same_net = a.num_filters == b.num_filters
-                    k = int(a.num_filters * p / 100) if same_net else None
+                    k = top_k(a.num_filters, p) if same_net else None
                     jaccard = len(set_a & set_b) / len(set_a | set_b) if same_net and k else None
                     result.append(Overlap(deg, p, a.name, b.name, jaccard, k))
     return result
