@@ -1,15 +1,10 @@
-"""Helpers between Hydra configs and plain Python: the config folder and plain containers."""
+"""Helpers between Hydra configs and plain Python: plain and flat containers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-
-CONF_DIR = str(Path(__file__).parent / "conf")
-"""The Hydra configs: ``faig_lightning/conf``, a link to the repository's top-level ``conf/`` in a checkout and a
-folder of the package in a wheel, so installed console scripts find them too."""
 
 
 def plain(cfg: Any) -> Any:

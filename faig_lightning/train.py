@@ -10,8 +10,6 @@ are missing, incomplete or were computed on other weights or settings.
 from __future__ import annotations
 
 import copy
-import inspect
-import io
 import json
 import logging
 import os
@@ -19,126 +17,60 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
-from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from faig_lightning import loggers
-from faig_lightning.atomic import atomic_path, atomic_write_text
+from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.settings import AttributionSettings
-from faig_lightning.attribution.validation import check_model
-from faig_lightning.callbacks import AttributionCallback, ForeachEMA
+from faig_lightning.build import (
+    build_datamodule,
+    build_trainer,
+    check_data,
+    check_trainer,
+    eval_config,
+    module_kwargs,
+    stage_config,
+    training_callbacks,
+)
+from faig_lightning.callbacks import AttributionCallback
 from faig_lightning.checkpoints import check_compatible, export_basicsr, load_weights, read_lightning_checkpoint
 from faig_lightning.cli import Interrupted, is_rank_zero, main_with_exit_code, received_signal, run_job, run_names
-from faig_lightning.config import CONF_DIR, plain
-from faig_lightning.data.device_crops import DeviceCrops
+from faig_lightning.config import plain
 from faig_lightning.data.eval_set import PairedEvalSet
 from faig_lightning.data.images import image_size
 from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
-from faig_lightning.nets import build_net
+from faig_lightning.nets.build import build_net, check_model
 from faig_lightning.retrain import RetrainPlan, resolve_retrain, retrain_markdown
+from faig_lightning.run_folder import RunFolder, StageFolder
+from faig_lightning.schemas import CONF_DIR, StageConfig
 from faig_lightning.seeding import check_seed, derive_seed
 
 log = logging.getLogger(__name__)
 
-STAGE_KEYS = ("max_steps", "lr", "betas", "weight_decay", "scheduler_period", "eta_min", "ema_decay", "val_every",
-              "monitor", "freeze")
-RETRAIN_KEYS = ("from_run", "method", "degradations", "proportion", "index", "target_ckpt")
-"""Keys of the ``retrain`` stage beyond ``STAGE_KEYS``: which filters it trains and which target it is compared to."""
-TRAINER_KEYS_SET_HERE = {
-    "max_steps": "set it per stage: baseline.max_steps=N / target.max_steps=N",
-    "max_epochs": "training length is per stage: baseline.max_steps=N / target.max_steps=N",
-    "check_val_every_n_epoch": "validation runs every <stage>.val_every steps: baseline.val_every / target.val_every",
-    "val_check_interval": "validation runs every <stage>.val_every steps: baseline.val_every / target.val_every",
-    "logger": "choose the logger with logger=wandb|csv|none",
-    "callbacks": "faig-train sets the callbacks (EMA, checkpoints, attribution); attribution=none turns FAIG off",
-    "default_root_dir": "the run folder is hydra.run.dir",
-    "num_sanity_val_steps": "faig-train validates only after training steps",
-}
-
-DATA_KEYS_SET_HERE = {
-    "scale": "the scale is the top-level scale=N",
-    "iters_per_epoch": "an epoch is <stage>.val_every steps: set baseline.val_every / target.val_every",
-    "seed": "the crops follow the run's seed: set the top-level seed=N",
-    "on_device": "crops are cut on the training device with the top-level fast=true",
-}
-EVAL_KEYS = ("crop_border", "y_channel", "log_images")
-
 
 @dataclass
 class StagePlan:
-    """One stage, built and checked: its module, data, and where it resumes from (None = a fresh start)."""
+    """One stage, built and checked: its settings, module, data, and where it resumes from (None = a fresh
+    start)."""
 
     stage: str
+    settings: StageConfig
     module_kwargs: dict[str, Any]
     datamodule: pl.LightningDataModule
-    stage_dir: Path
+    folder: StageFolder
     resume_step: int | None
     retrain: RetrainPlan | None = None
-
-    @property
-    def last(self) -> Path:
-        return self.stage_dir / "checkpoints" / "last.ckpt"
-
-
-def check_trainer(trainer_cfg: dict[str, Any]) -> None:
-    """Refuse Trainer arguments that faig-train sets itself or that Trainer lacks, and devices this machine lacks."""
-    for key, fix in TRAINER_KEYS_SET_HERE.items():
-        if key in trainer_cfg:
-            raise FaigError(f"trainer.{key} would be ignored: {fix}")
-    if trainer_cfg.get("_target_") == "pytorch_lightning.Trainer":
-        known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-        unknown = sorted(set(trainer_cfg) - known - {"_target_"})
-        if unknown:
-            raise FaigError(f"unknown Trainer argument(s) {unknown}: check the spelling (pytorch_lightning.Trainer)")
-    accelerator = str(trainer_cfg.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise FaigError(f"trainer.accelerator={accelerator} (trainer=gpu, also set by experiment=paper_*) but no "
-                            "CUDA GPU is visible; add trainer=cpu to train on the CPU")
-        devices = trainer_cfg.get("devices", 1)
-        if isinstance(devices, int) and devices > torch.cuda.device_count():
-            raise FaigError(f"trainer.devices={devices} but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
-                            f"use trainer.devices={torch.cuda.device_count()}")
-    elif accelerator == "mps" and not torch.backends.mps.is_available():
-        raise FaigError("trainer.accelerator=mps but MPS is not available; use trainer=cpu")
-
-
-def check_stage_config(cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """The stage's optimisation settings, with unknown keys and bad values refused."""
-    scfg = plain(cfg[stage])
-    valid = STAGE_KEYS + (RETRAIN_KEYS if stage == "retrain" else ())
-    unknown = sorted(set(scfg) - set(valid))
-    if unknown:
-        raise FaigError(f"unknown key(s) {unknown} in {stage}: would be ignored; valid keys are {list(valid)}")
-    for key in ("max_steps", "val_every", "scheduler_period"):
-        value = scfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise FaigError(f"{stage}.{key} must be a positive integer, got {value!r}")
-    for key in ("lr", "eta_min", "weight_decay"):
-        value = scfg[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (key == "lr" and value == 0):
-            raise FaigError(f"{stage}.{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}")
-    freeze = scfg.get("freeze") or []
-    scfg["freeze"] = [freeze] if isinstance(freeze, str) else freeze
-    if not isinstance(scfg["freeze"], list) or not all(isinstance(f, str) and f for f in scfg["freeze"]):
-        raise FaigError(f"{stage}.freeze must list module or parameter names, e.g. [conv_first,conv_last]; "
-                        f"got {freeze!r}")
-    if not 0 <= scfg["ema_decay"] < 1:
-        raise FaigError(f"{stage}.ema_decay must lie in [0, 1), got {scfg['ema_decay']!r}; the paper uses 0.999")
-    return scfg
 
 
 def _resume_step(module: SRModule, last: Path, seed: int) -> int:
@@ -184,22 +116,15 @@ def _monitor_names(eval_names: list[str]) -> list[str]:
     return ["val/psnr/mean", *(f"val/{m}/{d}" for d in eval_names for m in ("psnr", "ssim"))]
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], AttributionSettings | None]:
+def prepare(cfg: DictConfig, run: RunFolder) -> tuple[list[StagePlan], AttributionSettings | None]:
     """Build and check everything the run needs, before any training step; raise one FaigError if anything is off."""
     seed = check_seed(cfg.seed)
     stages = list(cfg.stage.stages)
     if not stages or any(s not in STAGES for s in stages):
         raise FaigError(f"stage.stages must list stages among {STAGES}, got {stages} — use stage=baseline|target|both")
     check_trainer(plain(cfg.trainer))
-    if not isinstance(cfg.fast, bool):
-        raise FaigError(f"fast must be true or false, got {cfg.fast!r}")
-    for key, fix in DATA_KEYS_SET_HERE.items():
-        if key in cfg.data:
-            raise FaigError(f"data.{key} would be ignored: {fix}")
-    unknown = sorted(set(cfg.eval) - set(EVAL_KEYS))
-    if unknown:
-        raise FaigError(f"unknown key(s) {unknown} in eval: would be ignored; valid keys are {list(EVAL_KEYS)} (the "
-                        "eval set itself is data.eval.*)")
+    check_data(cfg.data)
+    evalc = eval_config(cfg)
     loggers.check_logger(plain(cfg.logger))
     settings = None
     if "target" in stages and cfg.attribution.enabled:
@@ -215,21 +140,14 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
                         "after the run whose filters it re-trains has finished")
     plans: list[StagePlan] = []
     for stage in stages:
-        scfg = check_stage_config(cfg, stage)
-        degradation = cfg.baseline_degradation if stage == "baseline" else cfg.degradation
+        scfg = stage_config(cfg, stage)
         baseline_ckpt, retrain = None, None
         if stage == "target":
-            baseline_ckpt = str(run_dir / "baseline" / "checkpoints" / "last.ckpt") if plans else cfg.baseline_ckpt
+            baseline_ckpt = str(run.stage("baseline").last_ckpt) if plans else cfg.baseline_ckpt
         elif stage == "retrain":
-            retrain = resolve_retrain(scfg, cfg.baseline_ckpt)
+            retrain = resolve_retrain(asdict(scfg), cfg.baseline_ckpt)
             baseline_ckpt = retrain.baseline_ckpt
-        kwargs = {"net": plain(cfg.model), "degradation": plain(degradation), "stage": stage, "lr": scfg["lr"],
-                  "betas": list(scfg["betas"]), "weight_decay": scfg["weight_decay"],
-                  "scheduler_period": scfg["scheduler_period"], "eta_min": scfg["eta_min"],
-                  "crop_border": cfg.eval.crop_border, "test_y_channel": cfg.eval.y_channel,
-                  "log_images": cfg.eval.log_images, "baseline_ckpt": baseline_ckpt,
-                  "seed": derive_seed(seed, stage), "freeze": scfg["freeze"], "compile": cfg.compile,
-                  "sync_free": cfg.fast}
+        kwargs = module_kwargs(cfg, stage, scfg, evalc, baseline_ckpt, derive_seed(seed, stage))
         if retrain is not None:
             with torch.random.fork_rng():
                 index = FilterIndex.from_model(build_net(plain(cfg.model)), retrain.extra_units)
@@ -244,26 +162,21 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[list[StagePlan], Attributio
             load_weights(copy.deepcopy(module.net), retrain.target_ckpt, key="ema")
         if settings is not None and stage == "target":
             settings.check_filters(len(settings.index(module.net)))
-        stage_dir = run_dir / stage
-        last = stage_dir / "checkpoints" / "last.ckpt"
+        folder = run.stage(stage)
         if is_rank_zero():
-            _adopt_hpc_checkpoint(stage_dir, last, keep=cfg.resume)
-        resume_step = _resume_step(module, last, seed) if cfg.resume and last.is_file() else None
-        datamodule = instantiate(cfg.data, _convert_="all", scale=module.scale, iters_per_epoch=scfg["val_every"],
-                                 seed=kwargs["seed"], margin=module.degrade.margin, on_device=cfg.fast)
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        if cfg.fast and torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda"):
-            DeviceCrops(datamodule.train_set).check_fits("cuda")  # the image store on the GPU, before training
+            _adopt_hpc_checkpoint(folder.path, folder.last_ckpt, keep=cfg.resume)
+        resume = cfg.resume and folder.last_ckpt.is_file()
+        resume_step = _resume_step(module, folder.last_ckpt, seed) if resume else None
+        datamodule = build_datamodule(cfg, module, scfg)
         eval_names = datamodule.eval_set.degradation_names
-        if scfg["monitor"] not in _monitor_names(eval_names):
-            raise FaigError(f"{stage}.monitor={scfg['monitor']} is not a validation metric; use one of "
+        if scfg.monitor not in _monitor_names(eval_names):
+            raise FaigError(f"{stage}.monitor={scfg.monitor} is not a validation metric; use one of "
                             f"{_monitor_names(eval_names)}")
         if settings is not None and stage == "target":
             settings.check_inputs(eval_names)
             _check_processes(plain(cfg.trainer), len(datamodule.eval_set))
         _check_crop_border(module.crop_border, datamodule.eval_set)
-        plans.append(StagePlan(stage, kwargs, datamodule, stage_dir, resume_step, retrain))
+        plans.append(StagePlan(stage, scfg, kwargs, datamodule, folder, resume_step, retrain))
     return plans, settings
 
 
@@ -306,36 +219,11 @@ def _slurm_requeue(trainer: pl.Trainer) -> Iterator[None]:
         signal.signal(env.requeue_signal, ours)
 
 
-def _start_afresh(plan: StagePlan, run_dir: Path) -> None:
+def _start_afresh(plan: StagePlan, run: RunFolder) -> None:
     """``resume=false`` over an earlier run: its checkpoints (and, for the target, its attribution) are stale."""
-    shutil.rmtree(plan.stage_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(plan.folder.checkpoints, ignore_errors=True)
     if plan.stage == "target":
-        (run_dir / "summary.json").unlink(missing_ok=True)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary file that is renamed onto the checkpoint's name: a save cut
-    short (full disk, killed process) never leaves a truncated file under a name a rerun would trust."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buffer.getbuffer())
-
-
-class CheckpointOnSignal(Callback):
-    """Save ``last.ckpt`` when SIGTERM (SLURM's time limit or preemption) or SIGINT stop training: Lightning then
-    raises ``SIGTERMException`` after the current step and calls ``on_exception`` (``faig_lightning.cli`` passes
-    Ctrl-C to Lightning as SIGTERM)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
-            log.info("stopped at step %d: saved %s", trainer.global_step, self.path)
+        run.results_summary.unlink(missing_ok=True)
 
 
 def _stop_if_signalled(trainer: pl.Trainer, stage: str, saved: bool) -> None:
@@ -346,49 +234,30 @@ def _stop_if_signalled(trainer: pl.Trainer, stage: str, saved: bool) -> None:
         raise Interrupted(received_signal() or signal.SIGTERM, where)
 
 
-def _trainer(cfg: DictConfig, scfg: dict[str, Any], stage_dir: Path, logger: Any, callbacks: list[Callback]
-             ) -> pl.Trainer:
-    return instantiate(cfg.trainer, max_steps=scfg["max_steps"], logger=logger if logger is not None else False,
-                       callbacks=callbacks, default_root_dir=str(stage_dir), check_val_every_n_epoch=1,
-                       num_sanity_val_steps=0, plugins=[AtomicCheckpointIO()])
-
-
-def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: str, baseline_ckpt: str | None,
+def run_stage(cfg: DictConfig, plan: StagePlan, run: RunFolder, job: str, group: str, baseline_ckpt: str | None,
               settings: AttributionSettings | None) -> dict[str, Any]:
-    """Fit one stage in ``run_dir/<stage>`` (or finish what it lacks); export ``net_g.pth``; return its summary."""
-    stage, stage_dir, last = plan.stage, plan.stage_dir, plan.last
-    scfg = plain(cfg[stage])
+    """Fit one stage in ``<run>/<stage>`` (or finish what it lacks); export ``net_g.pth``; return its summary."""
+    stage, scfg, folder, last = plan.stage, plan.settings, plan.folder, plan.folder.last_ckpt
     pl.seed_everything(plan.module_kwargs["seed"], workers=True, verbose=False)  # the net's initialisation
     module = SRModule(**plan.module_kwargs)
-    if plan.resume_step is None and stage_dir.joinpath("checkpoints").exists():
-        _start_afresh(plan, run_dir)
+    if plan.resume_step is None and folder.checkpoints.exists():
+        _start_afresh(plan, run)
     if baseline_ckpt:
         load_weights(module.net, baseline_ckpt, key="ema")
     attribution = None
     if settings is not None and stage == "target":
-        attribution = AttributionCallback(settings, baseline_ckpt, str(run_dir),
+        attribution = AttributionCallback(settings, baseline_ckpt, str(run.path),
                                           provenance={"baseline_ckpt": str(Path(baseline_ckpt).resolve()),
                                                       "target_ckpt": str(last.resolve()),
                                                       "model": plain(cfg.model), "scale": cfg.scale})
-    logger = loggers.build_logger(plain(cfg.logger), str(run_dir), f"{job}-{stage}",
+    logger = loggers.build_logger(plain(cfg.logger), str(run.path), f"{job}-{stage}",
                                   loggers.wandb_group(group, baseline_ckpt),
                                   loggers.run_config(plain(cfg), stage, plan.module_kwargs["seed"], baseline_ckpt),
-                                  stage_dir=str(stage_dir), tags=loggers.run_tags(stage, plain(cfg.model)))
+                                  stage_dir=str(folder.path), tags=loggers.run_tags(stage, plain(cfg.model)))
     try:
-        done = plan.resume_step is not None and plan.resume_step >= scfg["max_steps"]
+        done = plan.resume_step is not None and plan.resume_step >= scfg.max_steps
         if not done:
-            callbacks: list[Callback] = [
-                ForeachEMA(decay=scfg["ema_decay"], on_device=cfg.fast),
-                ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="best-step{step}", monitor=scfg["monitor"],
-                                mode="max", save_top_k=1, auto_insert_metric_name=False),
-                # the latest state after every validation, whether or not it is the best: what a restart resumes from
-                ModelCheckpoint(dirpath=stage_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
-                                enable_version_counter=False),
-                CheckpointOnSignal(last),
-            ]
-            if attribution is not None:
-                callbacks.append(attribution)  # after the EMA callback: the EMA weights are in place when it runs
-            trainer = _trainer(cfg, scfg, stage_dir, logger, callbacks)
+            trainer = build_trainer(cfg, scfg, folder, logger, training_callbacks(scfg, folder, cfg.fast, attribution))
             resume = str(last) if plan.resume_step is not None else None
             try:
                 with _slurm_requeue(trainer):
@@ -397,25 +266,25 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
                 _stop_if_signalled(trainer, stage, saved=True)
                 raise
             _stop_if_signalled(trainer, stage, saved=False)
-            if trainer.global_step < scfg["max_steps"] or trainer.interrupted:
-                raise FaigError(f"the {stage} stage stopped at step {trainer.global_step} of {scfg['max_steps']}; "
+            if trainer.global_step < scfg.max_steps or trainer.interrupted:
+                raise FaigError(f"the {stage} stage stopped at step {trainer.global_step} of {scfg.max_steps}; "
                                 "rerun the same command to resume from last.ckpt")
             best = trainer.checkpoint_callback.best_model_path
             best_score = _item(trainer.checkpoint_callback.best_model_score)
         else:
             log.info("%s: last.ckpt is at step %d (max_steps %d): training is done; recomputing its final metrics",
-                     stage, plan.resume_step, scfg["max_steps"])
+                     stage, plan.resume_step, scfg.max_steps)
             load_weights(module.net, last, key="ema")
             module.start_step = plan.resume_step
-            trainer = _trainer(cfg, scfg, stage_dir, logger, [])
+            trainer = build_trainer(cfg, scfg, folder, logger, [])
             try:
                 trainer.validate(module, datamodule=plan.datamodule, verbose=False)
             except SIGTERMException:
                 _stop_if_signalled(trainer, stage, saved=False)
                 raise
             _stop_if_signalled(trainer, stage, saved=False)
-            best = next(iter(sorted(stage_dir.glob("checkpoints/best-step*.ckpt"))), None)
-            best_score = _item(_read_best_score(best, scfg["monitor"]))
+            best = next(iter(sorted(folder.checkpoints.glob("best-step*.ckpt"))), None)
+            best_score = _item(_read_best_score(best, scfg.monitor))
             if attribution is not None:
                 attribution.run(trainer, module)
         final = {k: _item(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -427,11 +296,11 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
                                                                     "fresh"),
             "seed": cfg.seed,
             "stage_seed": plan.module_kwargs["seed"],
-            "monitor": scfg["monitor"],
+            "monitor": scfg.monitor,
             "best_score": best_score,
             "best_ckpt": str(Path(best).resolve()) if best else None,
             "final_metrics": final,
-            "net_g": str((stage_dir / "net_g.pth").resolve()),
+            "net_g": str(folder.net_g.resolve()),
             "last_ckpt": str(last.resolve()),
         }
         if plan.retrain is not None:
@@ -441,11 +310,11 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run_dir: Path, job: str, group: 
                      len(plan.module_kwargs["train_filters"]), plan.retrain.source,
                      retrain_markdown(summary["retrain"]))
         if trainer.is_global_zero:
-            export_basicsr(last, stage_dir / "net_g.pth")
-            atomic_write_text(stage_dir / "summary.json", json.dumps(summary, indent=2))
+            export_basicsr(last, folder.net_g)
+            atomic_write_text(folder.summary, json.dumps(summary, indent=2))
         trainer.strategy.barrier()
         if attribution is not None and not attribution.complete():
-            raise FaigError(f"the attribution after the target stage left no complete results in {run_dir}; rerun "
+            raise FaigError(f"the attribution after the target stage left no complete results in {run.path}; rerun "
                             "the same command to compute them")
         log.info("%s: steps %d -> %d, %s", stage, summary["start_step"], summary["global_step"],
                  ", ".join(f"{k} {v:.3f}" for k, v in final.items() if v is not None))
@@ -469,11 +338,12 @@ def _item(v: Any) -> float | None:
 
 def train(cfg: DictConfig, run_dir: Path, job: str, group: str) -> float | None:
     """Check everything, then run the configured stages; return the last stage's best monitored metric."""
-    plans, settings = prepare(cfg, run_dir)
+    run = RunFolder(run_dir)
+    plans, settings = prepare(cfg, run)
     baseline_ckpt = plans[0].module_kwargs["baseline_ckpt"] if plans[0].stage == "retrain" else cfg.baseline_ckpt
     summary: dict[str, Any] = {}
     for plan in plans:
-        summary = run_stage(cfg, plan, run_dir, job, group, baseline_ckpt, settings)
+        summary = run_stage(cfg, plan, run, job, group, baseline_ckpt, settings)
         if plan.stage == "baseline":
             baseline_ckpt = summary["last_ckpt"]
     return summary.get("best_score")

@@ -15,9 +15,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from faig_lightning.attribute import attribute
-from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
 from faig_lightning.nets import MSRResNet
+from faig_lightning.schemas import CONF_DIR
 
 SMALL = ["model=srresnet_small", "model.num_feat=8", "model.num_block=1", "eval.photos=[chelsea]", "logger=none"]
 

@@ -19,9 +19,9 @@ from helpers import TINY, cli_env, faig_train, rand_img, run_cli, save, wait_for
 
 from faig_lightning import cli
 from faig_lightning.atomic import atomic_write
+from faig_lightning.build import AtomicCheckpointIO
 from faig_lightning.cli import run_job
 from faig_lightning.run_folder import LOCK_FILE, STATUS_FILE
-from faig_lightning.train import AtomicCheckpointIO
 
 ROOT = os.geteuid() == 0
 NOT_ROOT = pytest.mark.skipif(ROOT, reason="permissions do not stop root")

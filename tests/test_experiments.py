@@ -9,8 +9,8 @@ from helpers import TINY, run_cli
 from hydra import compose, initialize_config_dir
 
 from faig_lightning.attribution.filters import FilterIndex
-from faig_lightning.config import CONF_DIR
 from faig_lightning.nets import build_net
+from faig_lightning.schemas import CONF_DIR
 
 
 def composed(*overrides: str):

@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from faig_lightning import loggers
 from faig_lightning.attribute import attribute
 from faig_lightning.checkpoints import load_run_pair, read_state_dict
-from faig_lightning.config import CONF_DIR
 from faig_lightning.errors import FaigError
+from faig_lightning.schemas import CONF_DIR
 from faig_lightning.sweeps.records import find_runs
 from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN, ranking_sources, swept_keys
 

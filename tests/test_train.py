@@ -180,8 +180,9 @@ def test_shorthand_settings_are_lists(monkeypatch):
     from hydra import compose, initialize_config_dir
 
     from faig_lightning.attribution import AttributionSettings
-    from faig_lightning.config import CONF_DIR, plain
+    from faig_lightning.config import plain
     from faig_lightning.loggers import requested_wandb_mode
+    from faig_lightning.schemas import CONF_DIR
 
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["attribution.proportions=5", "attribution.methods=faig"])
