@@ -12,12 +12,11 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
 
 from faig_lightning.attribution.filters import FilterIndex
-from faig_lightning.attribution.validation import model_scale
 from faig_lightning.data.device_crops import CropBatch
 from faig_lightning.degradations import DegradationPipeline
 from faig_lightning.errors import FaigError
 from faig_lightning.metrics import psnr_per_image, ssim_per_image
-from faig_lightning.nets import build_net
+from faig_lightning.nets.build import build_net, model_scale
 from faig_lightning.seeding import derive_seed
 
 STAGES = ("baseline", "target", "retrain")
