@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from faig_lightning.run_folder import RunFolder
+
 RUN = [
     "model=srresnet_small", "model.num_feat=8", "model.num_block=2", "data.batch_size=4", "data.gt_size=32",
     "data.eval.photos=[chelsea]", "stage=baseline", "baseline.max_steps=30", "baseline.val_every=15",
@@ -53,7 +55,7 @@ def main() -> None:
                                 f"hydra.run.dir={run_dir}"], env=env, check=True, capture_output=True)
             subprocess.run([sys.executable, "-m", "faig_lightning.train", *RUN, *overrides, f"hydra.run.dir={run_dir}"],
                            env=env, check=True, capture_output=True)
-            weights.append(torch.load(run_dir / "baseline" / "net_g.pth", weights_only=True)["params"])
+            weights.append(torch.load(RunFolder(run_dir).stage("baseline").net_g, weights_only=True)["params"])
             diff = max((weights[0][k] - weights[-1][k]).abs().max().item() for k in weights[0])
             print(f"{label:45s} max |w - reference| = {diff:.1e}", flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default, "
