@@ -17,10 +17,10 @@ import torch
 from helpers import TINY, cli_env, read_csv
 from hydra import compose, initialize_config_dir
 
-from faig_lightning import loggers
 from faig_lightning.attribute import attribute
 from faig_lightning.checkpoints import load_run_pair, read_state_dict
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import wandb_record
 from faig_lightning.schemas import CONF_DIR
 from faig_lightning.sweeps.records import find_runs
 from faig_lightning.sweeps.summarize import WANDB_SUMMARY_RUN, ranking_sources, swept_keys
@@ -84,9 +84,9 @@ def _wandb_records(run_dir: Path) -> list[dict]:
 
 
 def test_wandb_runs_join_the_ranked_runs_group(ranked):
-    group = loggers.wandb_record(ranked / "run")["group"]
+    group = wandb_record(ranked / "run")["group"]
     for job, proportion in (("0", 1.0), ("1", 5.0)):
-        record = loggers.wandb_record(ranked / "props" / job)
+        record = wandb_record(ranked / "props" / job)
         assert record["group"] == group
         records = _wandb_records(Path(record["runs"]["attribute"]["dir"]))
         (run,) = [r["run"] for r in records if r["type"] == "run"]
