@@ -33,6 +33,7 @@ from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.build import (
+    best_checkpoint,
     build_datamodule,
     build_trainer,
     check_data,
@@ -283,7 +284,7 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run: RunFolder, job: str, group:
                 _stop_if_signalled(trainer, stage, saved=False)
                 raise
             _stop_if_signalled(trainer, stage, saved=False)
-            best = next(iter(sorted(folder.checkpoints.glob("best-step*.ckpt"))), None)
+            best = best_checkpoint(folder)
             best_score = _item(_read_best_score(best, scfg.monitor))
             if attribution is not None:
                 attribution.run(trainer, module)
