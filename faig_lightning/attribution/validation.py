@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from faig_lightning.attribution.drops import CLEAN
 from faig_lightning.errors import FaigError
 
-CLEAN = "clean"
 _MAX_LISTED = 10
 
 

@@ -35,6 +35,7 @@ from faig_lightning.data.images import (
 )
 from faig_lightning.degradations import PAPER_LEVELS, DegradationPipeline
 from faig_lightning.errors import FaigError
+from faig_lightning.run_folder import RunFolder
 
 
 def eval_degradations(
@@ -340,22 +341,12 @@ def build_eval_set(
     return PairedEvalSet.generate(gt_images, specs, scale, downsample, seed, cache_dir)
 
 
-def _run_config(run_dir: str | os.PathLike) -> Any:
-    """The saved Hydra config of a finished run."""
-    from omegaconf import OmegaConf
-
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise FaigError(f"{path} is missing: {run_dir} is not a Hydra run folder of faig-train or faig-attribute")
-    return OmegaConf.load(path)
-
-
 def run_eval_set(run_dir: str | os.PathLike) -> PairedEvalSet:
     """The evaluation set a finished ``faig-train`` or ``faig-attribute`` run used, from its saved Hydra config
     (``data.eval`` or ``eval``, and ``scale``); relative paths resolve against the current folder."""
     from omegaconf import OmegaConf
 
-    cfg = _run_config(run_dir)
+    cfg = RunFolder(run_dir).read_hydra_config()
     node = OmegaConf.select(cfg, "data.eval") or OmegaConf.select(cfg, "eval")
     kwargs = OmegaConf.to_container(node, resolve=True)
     return build_eval_set(scale=int(cfg.scale), **{k: v for k, v in kwargs.items() if k in EVAL_SET_KEYS})
@@ -366,7 +357,7 @@ def run_degradation(run_dir: str | os.PathLike) -> dict[str, Any]:
     Hydra config."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(_run_config(run_dir).degradation, resolve=True)
+    return OmegaConf.to_container(RunFolder(run_dir).read_hydra_config().degradation, resolve=True)
 
 
 EVAL_SET_KEYS = tuple(k for k in inspect.signature(build_eval_set).parameters if k != "scale")
