@@ -25,6 +25,7 @@ CONF_DIR = str(Path(__file__).parent / "conf")
 folder of the package in a wheel, so installed console scripts find them too. Their defaults lists name the
 schemas registered below (``train_schema``, ``attribute_schema``, ``attribution_schema``)."""
 
+
 @dataclass
 class StageConfig:
     """One training stage's optimisation (``baseline.*`` / ``target.*``); the defaults are the paper's target
