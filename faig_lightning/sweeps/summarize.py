@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from faig_lightning import loggers
 from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.proportions import top_k
@@ -277,8 +275,7 @@ def log_to_wandb(runs: Sequence[RunRecord], out: Path, keys: Sequence[str],
     its mode.
     """
     source = next((r for r in runs if r.complete), runs[0])
-    config_file = source.folder.hydra_config
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
+    config = source.folder.read_hydra_config() if source.folder.hydra_config.is_file() else None
     logger = (config or {}).get("logger") or {}
     if logger.get("kind") != "wandb":
         return None
