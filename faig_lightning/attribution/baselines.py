@@ -1,4 +1,4 @@
-"""The paper's comparison rankings, as the official code computes them (digest §2): IG, |theta - theta_bar|, random."""
+"""The paper's comparison rankings, as the official code computes them: IG, |theta - theta_bar|, random."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ For an image ``x`` with ground truth ``y`` and ``L(theta) = sum((F(theta, x) - y
 
     FAIG_j(x) = sum over the kernel of filter j of | dtheta * sum_k w_k dL/dtheta (theta_bar + alpha_k dtheta) |
 
-with ``dtheta = theta - theta_bar`` and a quadrature rule ``(alpha_k, w_k)`` on [0, 1] (digest §1.3). The
+with ``dtheta = theta - theta_bar`` and a quadrature rule ``(alpha_k, w_k)`` on [0, 1]. The
 per-degradation score is ``S_d = mean_n FAIG(x_n^d)`` and the discriminative score is ``D_d = S_d - S_other``
 for two ranked degradations; with more it is one-vs-rest, ``D_d = S_d - mean_{e != d} S_e``, and with one
 it is ``S_d`` itself.

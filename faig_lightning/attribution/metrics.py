@@ -28,10 +28,10 @@ _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 def gradient_map(img: torch.Tensor, channel: str = "grey") -> torch.Tensor:
     """Gradient magnitude ``sqrt(gx^2 + gy^2 + 1e-6)`` (B, 1, H, W) of (B, 3, H, W) RGB images in [0, 1].
 
-    Central differences ``h = [[0,0,0],[-1,0,1],[0,0,0]]`` and its transpose, zero padding 1 (digest §4.2).
+    Central differences ``h = [[0,0,0],[-1,0,1],[0,0,0]]`` and its transpose, zero padding 1.
     ``channel="grey"`` uses BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (the paper's stated intent);
     ``channel="blue"`` uses RGB channel 2, reproducing the official code, whose ``cv2.imread(path, 6)`` keeps BGR
-    and whose "grey" map is really the blue channel's (digest §4.3 a).
+    and whose "grey" map is really the blue channel's.
     """
     check_choice("gradient-map channel", channel, CHANNELS)
     if channel == "grey":

@@ -9,7 +9,7 @@ Fixed split (disjoint, documented so results stay comparable):
 
 Only real photographs are used; scikit-image's synthetic images (colorwheel, logo, chessboard, ...) are left out
 because flat colours and hard synthetic edges distort SR training and evaluation. This is a small smoke-test /
-demo set, not a replacement for DIV2K + Set14 (digest §3.3, §3.5).
+demo set, not a replacement for DIV2K + Set14 (the paper's data).
 
 Sources and licences, as stated in the scikit-image (0.26) ``skimage.data`` docstrings:
 

@@ -1,4 +1,4 @@
-"""SRCNN-style plain network of the FAIG paper (digest §3.1): 3x3 convs, LeakyReLU, PixelShuffle."""
+"""SRCNN-style plain network of the FAIG paper: 3x3 convs, LeakyReLU, PixelShuffle."""
 
 from __future__ import annotations
 
