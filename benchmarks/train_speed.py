@@ -18,6 +18,7 @@ label contains it (e.g. ``--only fast=true``); the plain loop always runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 import warnings
 from typing import Any
@@ -33,14 +34,14 @@ from faig_lightning.callbacks.ema import ForeachEMA
 from faig_lightning.data import HRCropDataset, load_builtin
 from faig_lightning.data.builtin import TRAIN_PHOTOS
 from faig_lightning.data.device_crops import DeviceCrops
-from faig_lightning.degradations import DegradationPipeline
+from faig_lightning.degradations import PAPER_LEVELS, DegradationPipeline
 from faig_lightning.module import SRModule
 
 NETS = {
     "paper": {"_target_": "faig_lightning.nets.MSRResNet", "scale": 2, "num_feat": 64, "num_block": 16},
     "small": {"_target_": "faig_lightning.nets.MSRResNet", "scale": 2, "num_feat": 32, "num_block": 4},
 }
-DEGRADATION = {"scale": 2, "blur": {"prob": 0.5, "kernel_size": 21, "sigma": 2.0}, "noise": {"prob": 0.5, "sigma": 0.1}}
+DEGRADATION = dataclasses.asdict(PAPER_LEVELS.training(scale=2))  # the config faig-train passes for blur_noise
 LR, EMA_DECAY = 2e-4, 0.999
 
 
