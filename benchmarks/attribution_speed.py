@@ -37,6 +37,7 @@ from torch import nn
 
 from faig_lightning.attribution import compute_faig, ranking
 from faig_lightning.attribution.functional import tf32_allowed
+from faig_lightning.attribution.proportions import top_k
 from faig_lightning.nets import MSRResNet, SRCNNStyle
 
 DIRECTIONS = (("blur", "noise"), ("noise", "blur"))
@@ -139,7 +140,7 @@ def naive_official(baseline: nn.Module, target: nn.Module, eval_set: list[dict],
 
 
 def top1(scores: np.ndarray) -> set[int]:
-    return set(ranking(torch.from_numpy(np.ascontiguousarray(scores)))[: len(scores) // 100].tolist())
+    return set(ranking(torch.from_numpy(np.ascontiguousarray(scores)))[: top_k(len(scores), 1)].tolist())
 
 
 def main() -> None:

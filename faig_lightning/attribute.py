@@ -30,7 +30,7 @@ from faig_lightning.data import build_eval_set
 from faig_lightning.data.eval_set import EVAL_SET_KEYS
 from faig_lightning.errors import FaigError
 from faig_lightning.nets.build import build_net, check_model
-from faig_lightning.run_folder import SETUP_KEYS, RunFolder, wandb_record
+from faig_lightning.run_folder import NET_G_FILE, SETUP_KEYS, RunFolder, wandb_record
 from faig_lightning.schemas import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def attribute(cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job
     nets = []
     for key in CKPT_KEYS:
         if not setup[key]:
-            raise FaigError(f"{key}=PATH is required (our net_g.pth / .ckpt, or a BasicSR .pth)")
+            raise FaigError(f"{key}=PATH is required (our {NET_G_FILE} / .ckpt, or a BasicSR .pth)")
         net = build_net(setup["model"])
         check_model(net, setup["scale"])  # before loading: a wrong scale names itself, not as a shape mismatch
         nets.append(load_weights(net, setup[key], key="ema").eval())

@@ -25,7 +25,7 @@ from faig_lightning.config import plain
 from faig_lightning.data.device_crops import DeviceCrops
 from faig_lightning.errors import FaigError
 from faig_lightning.module import SRModule
-from faig_lightning.run_folder import StageFolder
+from faig_lightning.run_folder import BEST_CKPT_PREFIX, StageFolder
 from faig_lightning.schemas import EvalConfig, RetrainConfig, StageConfig
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,6 @@ DATA_KEYS_SET_HERE = {
     "on_device": "crops are cut on the training device with the top-level fast=true",
 }
 """Data-module arguments ``build_datamodule`` sets itself, with what to set instead."""
-BEST_PREFIX = "best-step"
-"""The name of a stage's best checkpoint before its step: ``checkpoints/best-step<N>.ckpt``."""
 
 
 def _keys(schema: type) -> list[str]:
@@ -177,8 +175,8 @@ def training_callbacks(scfg: StageConfig, folder: StageFolder, on_device: bool,
     weights are in place when it runs), the ``attribution`` callback when there is one."""
     callbacks: list[Callback] = [
         ForeachEMA(decay=scfg.ema_decay, on_device=on_device),
-        ModelCheckpoint(dirpath=folder.checkpoints, filename=f"{BEST_PREFIX}{{step}}", monitor=scfg.monitor, mode="max",
-                        save_top_k=1, auto_insert_metric_name=False),
+        ModelCheckpoint(dirpath=folder.checkpoints, filename=f"{BEST_CKPT_PREFIX}{{step}}", monitor=scfg.monitor,
+                        mode="max", save_top_k=1, auto_insert_metric_name=False),
         # the latest state after every validation, whether or not it is the best: what a restart resumes from
         ModelCheckpoint(dirpath=folder.checkpoints, filename=folder.last_ckpt.stem, monitor=None, save_top_k=1,
                         enable_version_counter=False),
@@ -187,11 +185,6 @@ def training_callbacks(scfg: StageConfig, folder: StageFolder, on_device: bool,
     if attribution is not None:
         callbacks.append(attribution)
     return callbacks
-
-
-def best_checkpoint(folder: StageFolder) -> Path | None:
-    """The stage's best checkpoint (``checkpoints/best-step<N>.ckpt``, kept by ``training_callbacks``), if any."""
-    return next(iter(sorted(folder.checkpoints.glob(f"{BEST_PREFIX}*.ckpt"))), None)
 
 
 def build_trainer(cfg: DictConfig, scfg: StageConfig, folder: StageFolder, logger: Any,

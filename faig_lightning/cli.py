@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from faig_lightning import __version__
 from faig_lightning.errors import FaigError
-from faig_lightning.run_folder import RunFolder, UnreadableRecord
+from faig_lightning.run_folder import STATUS_FILE, RunFolder, UnreadableRecord
 
 USER_ERROR_EXIT = 2
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -234,7 +234,9 @@ class FailedJobsElsewhere(HydraCallback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if _state["job_started"]:  # the jobs ran here and recorded their own failures
             return
-        folders = (RunFolder(p) for p in Path(config.hydra.sweep.dir).iterdir() if RunFolder(p).status.is_file())
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sweep_dir.iterdir() if sweep_dir.is_dir() else ()
+        folders = (RunFolder(p) for p in jobs if RunFolder(p).status.is_file())
         for folder in sorted(folders, key=lambda f: (len(f.path.name), f.path.name)):
             try:
                 record = folder.read_status()
@@ -423,7 +425,7 @@ def main_with_exit_code(prog: str, hydra_main: Callable[[], Any]) -> None:
             if _state["launched"]:  # Hydra printed the launcher's error: a job run elsewhere (submitit) crashed
                 report_user_error(prog, FaigError("a job of the sweep crashed or ended without a result (interrupted, "
                                                   "killed, out of memory; the launcher's error is above) — each job's "
-                                                  "status.json says where it stopped; rerun the same command to "
+                                                  f"{STATUS_FILE} says where it stopped; rerun the same command to "
                                                   "resume"), log_it=False)
                 raise SystemExit(USER_ERROR_EXIT) from None
             # Hydra printed its message (an unknown key, a sweep value without -m, …) and exited 1

@@ -44,6 +44,8 @@ HYDRA_DIR = ".hydra"
 NET_G_FILE = "net_g.pth"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CKPT_FILE = "last.ckpt"
+BEST_CKPT_PREFIX = "best-step"  # checkpoints/best-step<N>.ckpt: the best validation checkpoint, at step N
+HPC_CKPT_GLOB = "hpc_ckpt_*.ckpt"  # what Lightning's SLURM auto-requeue saves in the stage folder
 FILTER_LOCATIONS, UNIT_TYPES, MODULATION, MODULATION_STRIP, PREDICTION = (
     "filter_locations", "unit_types", "modulation", "modulation_strip", "degradation_prediction")
 """The analyses' file stems."""
@@ -151,6 +153,14 @@ class StageFolder:
     def summary(self) -> Path:
         """The stage's own summary (steps, metrics, checkpoints); not the run's results summary."""
         return self.path / SUMMARY_FILE
+
+    def best_ckpt(self) -> Path | None:
+        """The stage's best validation checkpoint (``checkpoints/best-step<N>.ckpt``), None when there is none."""
+        return next(iter(sorted(self.checkpoints.glob(f"{BEST_CKPT_PREFIX}*.ckpt"))), None)
+
+    def hpc_ckpts(self) -> list[Path]:
+        """The checkpoints Lightning's SLURM auto-requeue left (``hpc_ckpt_<n>.ckpt``), oldest first."""
+        return sorted(self.path.glob(HPC_CKPT_GLOB), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from faig_lightning.atomic import atomic_write_text
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.settings import AttributionSettings
 from faig_lightning.build import (
-    best_checkpoint,
     build_datamodule,
     build_trainer,
     check_data,
@@ -53,7 +52,7 @@ from faig_lightning.errors import FaigError
 from faig_lightning.module import STAGES, SRModule
 from faig_lightning.nets.build import build_net, check_model
 from faig_lightning.retrain import RetrainPlan, resolve_retrain, retrain_markdown
-from faig_lightning.run_folder import RunFolder, StageFolder
+from faig_lightning.run_folder import LAST_CKPT_FILE, NET_G_FILE, RunFolder, StageFolder
 from faig_lightning.schemas import CONF_DIR, StageConfig
 from faig_lightning.seeding import check_seed, derive_seed
 
@@ -134,7 +133,7 @@ def prepare(cfg: DictConfig, run: RunFolder) -> tuple[list[StagePlan], Attributi
             raise FaigError("attribution.rankings_from is for faig-attribute (reusing a finished run's rankings); "
                             "faig-train ranks the target it trains — remove it")
     if "target" in stages and "baseline" not in stages and not cfg.baseline_ckpt:
-        raise FaigError("stage=target needs baseline_ckpt=PATH (a baseline net_g.pth, .ckpt or BasicSR .pth) — "
+        raise FaigError(f"stage=target needs baseline_ckpt=PATH (a baseline {NET_G_FILE}, .ckpt or BasicSR .pth) — "
                         "or run stage=both to train the baseline first")
     if "retrain" in stages and stages != ["retrain"]:
         raise FaigError(f"stage.stages={stages}: retrain runs on its own (stage=retrain retrain.from_run=RUN), "
@@ -165,7 +164,7 @@ def prepare(cfg: DictConfig, run: RunFolder) -> tuple[list[StagePlan], Attributi
             settings.check_filters(len(settings.index(module.net)))
         folder = run.stage(stage)
         if is_rank_zero():
-            _adopt_hpc_checkpoint(folder.path, folder.last_ckpt, keep=cfg.resume)
+            _adopt_hpc_checkpoint(folder, keep=cfg.resume)
         resume = cfg.resume and folder.last_ckpt.is_file()
         resume_step = _resume_step(module, folder.last_ckpt, seed) if resume else None
         datamodule = build_datamodule(cfg, module, scfg)
@@ -181,11 +180,11 @@ def prepare(cfg: DictConfig, run: RunFolder) -> tuple[list[StagePlan], Attributi
     return plans, settings
 
 
-def _adopt_hpc_checkpoint(stage_dir: Path, last: Path, keep: bool) -> None:
+def _adopt_hpc_checkpoint(folder: StageFolder, keep: bool) -> None:
     """Lightning's SLURM auto-requeue leaves ``<stage>/hpc_ckpt_<n>.ckpt`` (saved at SIGUSR1): the newest of these
     becomes ``last.ckpt`` when it is further on (``keep``), and all are removed, so that every restart resumes
     from ``last.ckpt`` alone (Lightning would otherwise prefer them under SLURM when no checkpoint is given)."""
-    hpc = sorted(stage_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    hpc, last = folder.hpc_ckpts(), folder.last_ckpt
     if keep and hpc:
         newest = read_lightning_checkpoint(hpc[-1]).get("global_step", 0)
         if newest > _step_or(last, default=-1):
@@ -231,7 +230,8 @@ def _stop_if_signalled(trainer: pl.Trainer, stage: str, saved: bool) -> None:
     """Raise ``Interrupted`` when a SIGTERM / SIGINT reached the trainer (it stopped, or it came after the last
     step)."""
     if trainer.received_sigterm:
-        where = f"the {stage} stage stopped at step {trainer.global_step}" + (" with last.ckpt saved" if saved else "")
+        saved_note = f" with {LAST_CKPT_FILE} saved" if saved else ""
+        where = f"the {stage} stage stopped at step {trainer.global_step}{saved_note}"
         raise Interrupted(received_signal() or signal.SIGTERM, where)
 
 
@@ -269,12 +269,12 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run: RunFolder, job: str, group:
             _stop_if_signalled(trainer, stage, saved=False)
             if trainer.global_step < scfg.max_steps or trainer.interrupted:
                 raise FaigError(f"the {stage} stage stopped at step {trainer.global_step} of {scfg.max_steps}; "
-                                "rerun the same command to resume from last.ckpt")
+                                f"rerun the same command to resume from {LAST_CKPT_FILE}")
             best = trainer.checkpoint_callback.best_model_path
             best_score = _item(trainer.checkpoint_callback.best_model_score)
         else:
-            log.info("%s: last.ckpt is at step %d (max_steps %d): training is done; recomputing its final metrics",
-                     stage, plan.resume_step, scfg.max_steps)
+            log.info("%s: %s is at step %d (max_steps %d): training is done; recomputing its final metrics",
+                     stage, LAST_CKPT_FILE, plan.resume_step, scfg.max_steps)
             load_weights(module.net, last, key="ema")
             module.start_step = plan.resume_step
             trainer = build_trainer(cfg, scfg, folder, logger, [])
@@ -284,7 +284,7 @@ def run_stage(cfg: DictConfig, plan: StagePlan, run: RunFolder, job: str, group:
                 _stop_if_signalled(trainer, stage, saved=False)
                 raise
             _stop_if_signalled(trainer, stage, saved=False)
-            best = best_checkpoint(folder)
+            best = folder.best_ckpt()
             best_score = _item(_read_best_score(best, scfg.monitor))
             if attribution is not None:
                 attribution.run(trainer, module)

@@ -153,13 +153,14 @@ def test_sigusr1_under_slurm_auto_requeue_checkpoints_requeues_and_the_requeued_
 def test_newer_lightning_hpc_checkpoint_becomes_last_ckpt(tmp_path):
     """A requeued job whose last.ckpt is older than Lightning's hpc checkpoint (the job was killed before SIGTERM
     could save) resumes from the hpc checkpoint; older ones are dropped."""
+    from faig_lightning.run_folder import StageFolder
     from faig_lightning.train import _adopt_hpc_checkpoint
 
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
     for path, step in ((last, 4), (tmp_path / "hpc_ckpt_1.ckpt", 2), (tmp_path / "hpc_ckpt_2.ckpt", 6)):
         torch.save({"state_dict": {}, "global_step": step}, path)
-    _adopt_hpc_checkpoint(tmp_path, last, keep=True)
+    _adopt_hpc_checkpoint(StageFolder(tmp_path), keep=True)
     assert torch.load(last)["global_step"] == 6 and not list(tmp_path.glob("hpc_ckpt_*"))
 
 

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from faig_lightning.attribution.drops import CLEAN
 from faig_lightning.attribution.evalset import EvalItem, size_groups, stack
 from faig_lightning.attribution.faig import Progress, ReduceFn
 from faig_lightning.attribution.filters import FilterIndex
 from faig_lightning.attribution.functional import eval_mode, resolve_device
 from faig_lightning.attribution.quadrature import quadrature
 from faig_lightning.attribution.validation import (
-    CLEAN,
     check_choice,
     check_eval_set,
     check_finite,

@@ -58,7 +58,7 @@ class AttributionCallback(Callback):
         self.run(trainer, pl_module)
 
     def complete(self) -> bool:
-        """Whether ``out_dir`` holds complete results for the nets and settings of the last ``run``."""
+        """Whether the run folder holds complete results for the nets and settings of the last ``run``."""
         return self.fingerprints is not None and self.folder.results_complete(self.settings.to_dict(),
                                                                               self.fingerprints)
 
