@@ -22,6 +22,7 @@ from faig_lightning.attribution.metrics import Evaluator, default_eval_batch
 from faig_lightning.checkpoints import load_weights
 from faig_lightning.errors import FaigError
 from faig_lightning.run_folder import RunFolder, read_index_file
+from faig_lightning.schemas import RetrainConfig
 
 
 @dataclass(frozen=True)
@@ -78,20 +79,20 @@ class RetrainPlan:
         return out
 
 
-def resolve_retrain(scfg: Mapping[str, Any], baseline_ckpt: str | None) -> RetrainPlan:
+def resolve_retrain(scfg: RetrainConfig, baseline_ckpt: str | None) -> RetrainPlan:
     """The plan of the ``retrain`` config section, every file checked to exist; one line naming the fix if not.
 
     ``from_run`` (a finished run of ``faig-train`` or ``faig-attribute``) supplies the baseline to start from, the
     target to compare with and its ``attribution/<method>/<degradation>_index.txt`` rankings; ``index`` lists index
     files instead; ``baseline_ckpt`` / ``retrain.target_ckpt`` override the run's checkpoints.
     """
-    from_run, index = scfg.get("from_run"), scfg.get("index") or []
+    from_run, index = scfg.from_run, scfg.index or []
     index = [index] if isinstance(index, str) else list(index)
-    proportion = scfg.get("proportion", 1)
+    proportion = scfg.proportion
     if isinstance(proportion, bool) or not isinstance(proportion, int | float) or not 0 < proportion <= 100:
         raise FaigError(f"retrain.proportion must be a percentage in (0, 100], got {proportion!r}")
-    target_ckpt = scfg.get("target_ckpt")
-    extra_units = scfg.get("extra_units") or []
+    target_ckpt = scfg.target_ckpt
+    extra_units: Any = []
     if from_run:
         run = RunFolder(from_run)
         summary = run.read_results_summary(option="retrain.from_run")
@@ -100,9 +101,9 @@ def resolve_retrain(scfg: Mapping[str, Any], baseline_ckpt: str | None) -> Retra
         target_ckpt = target_ckpt or provenance.get("target_ckpt")
         extra_units = summary["settings"].get("extra_units") or []
         if not index:
-            method = scfg.get("method") or "faig"
+            method = scfg.method
             ranked = summary["settings"].get("degradations", [])
-            degs = scfg.get("degradations") or ranked
+            degs = scfg.degradations or ranked
             degs = [degs] if isinstance(degs, str) else list(degs)
             missing = [d for d in degs if d not in ranked]
             if missing or method not in summary["settings"].get("methods", []):

@@ -17,7 +17,7 @@ import shutil
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def prepare(cfg: DictConfig, run: RunFolder) -> tuple[list[StagePlan], Attributi
         if stage == "target":
             baseline_ckpt = str(run.stage("baseline").last_ckpt) if plans else cfg.baseline_ckpt
         elif stage == "retrain":
-            retrain = resolve_retrain(asdict(scfg), cfg.baseline_ckpt)
+            retrain = resolve_retrain(scfg, cfg.baseline_ckpt)
             baseline_ckpt = retrain.baseline_ckpt
         kwargs = module_kwargs(cfg, stage, scfg, evalc, baseline_ckpt, derive_seed(seed, stage))
         if retrain is not None:
