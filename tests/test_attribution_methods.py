@@ -1,5 +1,7 @@
 """The method contract and registry: a user's method runs end to end, and a run checks its inputs once."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -163,3 +165,44 @@ def test_top_k_is_one_rule():
         top_k(100, 0)
     with pytest.raises(FaigError, match="selects none"):
         AttributionSettings(proportions=[1]).check_filters(99)
+
+
+def _install_plugin(root, entry_point: str, monkeypatch) -> None:
+    """A package installed on ``sys.path`` (module + dist-info) declaring ``entry_point`` in the methods group."""
+    (root / "toy_plugin.py").write_text(
+        "import numpy as np\n"
+        "from faig_lightning.attribution.methods import AttributionMethod, MethodScores\n"
+        "class Ones(AttributionMethod):\n"
+        "    name = 'ones'\n"
+        "    def attribute(self, ctx):\n"
+        "        return MethodScores({d: np.arange(len(ctx.index), dtype=float) for d in ctx.degradations})\n"
+        "class Misnamed(Ones):\n"
+        "    name = 'other'\n"
+    )
+    info = root / "toy_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{methods.ENTRY_POINT_GROUP}]\n{entry_point}\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delitem(sys.modules, "toy_plugin", raising=False)
+
+
+def test_an_installed_packages_method_is_chosen_by_name(registry, pair, tmp_path, monkeypatch):
+    """What ``faig-attribute attribution.methods=[ones]`` does: the settings look the name up, the entry point of
+    an installed package supplies it, and the run ranks with it."""
+    _install_plugin(tmp_path, "ones = toy_plugin:Ones", monkeypatch)
+    assert "ones" not in METHODS
+    settings = AttributionSettings(methods=["ones", "random"], proportions=(50,))
+    baseline, target = pair
+    result = run_attribution(baseline, target, make_eval_set(), scale=2, settings=settings, device="cpu")
+    n = len(FilterIndex.from_model(target))
+    np.testing.assert_array_equal(result.rankings["ones"]["blur"], np.arange(n)[::-1])
+    assert get_method("ones") is get_method("ones")  # loaded once, then registered
+
+
+def test_a_misnamed_entry_point_is_refused(registry, tmp_path, monkeypatch):
+    _install_plugin(tmp_path, "ones = toy_plugin:Misnamed", monkeypatch)
+    with pytest.raises(FaigError, match="must be the method's name"):
+        AttributionSettings(methods=["ones"])
+    with pytest.raises(FaigError, match="unknown attribution method 'twos'"):
+        AttributionSettings(methods=["twos"])

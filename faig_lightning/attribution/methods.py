@@ -24,6 +24,11 @@ A new method is a subclass registered under a new name, then chosen like a built
 
 A method reads what it needs from ``ctx.settings`` and may override ``check_inputs`` to refuse an eval set it cannot
 use (IG needs clean inputs) before any method runs.
+
+For the command line (``faig-attribute attribution.methods=[faig,weight_change]``), a package declares its methods
+as entry points of the group ``faig_lightning.methods`` (``weight_change = "my_package.methods:WeightChange"`` under
+``[project.entry-points."faig_lightning.methods"]``); a name the registry lacks is looked up there, loaded,
+instantiated and registered.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import numpy as np
@@ -170,6 +176,8 @@ class RandomRanking(AttributionMethod):
 
 
 _REGISTRY: dict[str, AttributionMethod] = {}
+ENTRY_POINT_GROUP = "faig_lightning.methods"
+"""The entry-point group where installed packages declare their methods (name = method name)."""
 
 
 def register_method(method: AttributionMethod) -> AttributionMethod:
@@ -187,11 +195,29 @@ def register_method(method: AttributionMethod) -> AttributionMethod:
 
 def get_method(name: str) -> AttributionMethod:
     """The registered method called ``name``; a FaigError names the registered ones."""
-    method = _REGISTRY.get(name)
+    method = _REGISTRY.get(name) or _from_entry_point(name)
     if method is None:
         raise FaigError(f"unknown attribution method {name!r}; choose among {list(_REGISTRY)}, e.g. "
                         "attribution.methods=[faig,random]")
     return method
+
+
+def _from_entry_point(name: str) -> AttributionMethod | None:
+    """The method an installed package declares as entry point ``name`` (a class or an instance), registered; None
+    when no package declares it."""
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        return None
+    try:
+        loaded = found[0].load()
+    except Exception as exc:  # the plugin's own import error, named with its entry point
+        raise FaigError(f"attribution method {name!r} ({found[0].value}) failed to load: {exc}") from None
+    method = loaded() if isinstance(loaded, type) else loaded
+    if getattr(method, "name", None) != name:
+        got = getattr(method, "name", None)
+        raise FaigError(f"entry point {name!r} = {found[0].value} gives a method named {got!r}; the entry point's "
+                        "name must be the method's name")
+    return register_method(method)
 
 
 METHODS: tuple[str, ...] = tuple(
