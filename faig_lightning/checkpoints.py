@@ -123,10 +123,16 @@ def load_weights(net: nn.Module, path: str | os.PathLike, key: str = "ema") -> n
 
 def save_basicsr(path: str | os.PathLike, params: Mapping[str, torch.Tensor],
                  params_ema: Mapping[str, torch.Tensor] | None = None) -> Path:
-    """Write a BasicSR-format file ``{'params': ..., 'params_ema': ...}`` atomically."""
+    """Write a BasicSR-format file ``{'params': ..., 'params_ema': ...}`` atomically; the same weights give the same
+    bytes (saved through a file object, the archive is not named after the temporary file)."""
     payload = {"params": {k: v.detach().cpu() for k, v in params.items()}}
     payload["params_ema"] = {k: v.detach().cpu() for k, v in (params_ema or params).items()}
-    return atomic_write(path, lambda p: torch.save(payload, p))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+
+    return atomic_write(path, write)
 
 
 def export_basicsr(ckpt_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:

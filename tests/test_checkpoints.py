@@ -86,3 +86,16 @@ def test_exported_file_has_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "net_g.pth").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_the_same_weights_give_the_same_file_bytes(tmp_path):
+    """A run's net_g.pth can be compared by checksum: two saves of equal weights (each through its own temporary
+    file) are byte-identical, and a changed weight changes the bytes."""
+    net = _small()
+    save_basicsr(tmp_path / "a" / "net_g.pth", net.state_dict())
+    save_basicsr(tmp_path / "b" / "net_g.pth", net.state_dict())
+    assert (tmp_path / "a" / "net_g.pth").read_bytes() == (tmp_path / "b" / "net_g.pth").read_bytes()
+    with torch.no_grad():
+        net.conv_first.weight[0, 0, 0, 0] += 1
+    save_basicsr(tmp_path / "c" / "net_g.pth", net.state_dict())
+    assert (tmp_path / "c" / "net_g.pth").read_bytes() != (tmp_path / "a" / "net_g.pth").read_bytes()
