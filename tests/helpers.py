@@ -50,6 +50,19 @@ TINY = [
 """A two-stage run in seconds: a 4-feature MSRResNet, 4 steps per stage, one eval photo."""
 
 
+def make_eval_set(sizes=((8, 8), (6, 10)), degradations=("clean", "blur", "noise")) -> list[dict]:
+    """Random x2 eval items of the given LR ``sizes``: ``gt`` and one LR image per degradation, seeded."""
+    gen = torch.Generator().manual_seed(0)
+    return [
+        {
+            "name": f"img{n}",
+            "gt": torch.rand(3, 2 * h, 2 * w, generator=gen),
+            "lq": {d: torch.rand(3, h, w, generator=gen) for d in degradations},
+        }
+        for n, (h, w) in enumerate(sizes)
+    ]
+
+
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment of a CLI subprocess: offline W&B, outputs and caches under ``tmp_path``, one thread."""
     return {**os.environ, "WANDB_MODE": "offline", "FAIG_CACHE_DIR": str(tmp_path / "cache"),

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import make_pair
+from helpers import make_eval_set, make_pair
 
 from faig_lightning.attribution import (
     METHODS,
@@ -24,18 +24,6 @@ from faig_lightning.errors import FaigError
 from faig_lightning.nets import SRCNNStyle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def make_eval_set(sizes=((8, 8), (6, 10)), degradations=("clean", "blur", "noise")):
-    gen = torch.Generator().manual_seed(0)
-    return [
-        {
-            "name": f"img{n}",
-            "gt": torch.rand(3, 2 * h, 2 * w, generator=gen),
-            "lq": {d: torch.rand(3, h, w, generator=gen) for d in degradations},
-        }
-        for n, (h, w) in enumerate(sizes)
-    ]
 
 
 def weight_change(baseline, target, index):
