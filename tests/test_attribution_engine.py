@@ -3,9 +3,6 @@
 import copy
 import csv
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,14 +155,6 @@ def test_figure2_panel(setup):
         with masker.masked(np.arange(len(masker.index))) as net:  # 100 %: every filter masked
             assert torch.equal(row[2], quantize(net(x))[0])
     assert panel.grid().shape == (2 * 12, 4 * 20, 3) and panel.grid().dtype == np.uint8
-
-
-def test_engine_imports_without_lightning_or_hydra():
-    heavy = "{'pytorch_lightning', 'lightning', 'hydra', 'omegaconf'}"
-    code = f"import sys, faig_lightning.attribution; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
-    assert out.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------------------------- bad input
